@@ -1,0 +1,3 @@
+"""paytriage: payment incident triage for Slack."""
+
+__version__ = "0.1.0"

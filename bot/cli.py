@@ -1,0 +1,248 @@
+"""The ``paytriage`` command line."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bot import __version__
+from bot.config import ConfigError, load_settings, parse_duration
+
+app = typer.Typer(
+    name="paytriage",
+    help=(
+        "paytriage watches payment metrics (Prometheus) and logs (OpenSearch), detects "
+        "incidents such as decline spikes, webhook lag and stuck refunds, and helps the "
+        "on-call engineer in Slack.\n\nNew here? Run `paytriage demo`: no servers, no tokens."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Work with configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML configuration file (default: config/paytriage.yaml).",
+        dir_okay=False,
+    ),
+]
+
+NOT_YET = 3  # exit code of a command whose feature has not landed yet
+
+
+def _not_yet(what: str, issue: str) -> None:
+    typer.echo(
+        f"paytriage: {what} is not implemented yet (it arrives with the {issue} issue). "
+        "Nothing was done.",
+        err=True,
+    )
+    raise typer.Exit(NOT_YET)
+
+
+def _load(config: Path | None) -> object:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def _parse_time(text: str | None, name: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-11-24T00:00:00Z)", param_hint=name
+        ) from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"paytriage {__version__}")
+        raise typer.Exit(0)
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="The file to check (default: config/paytriage.yaml).", dir_okay=False),
+    ] = None,
+) -> None:
+    """Validate a configuration file; on error, name each bad key and what is wrong.
+
+    Secrets are checked too: every ${NAME} used by an enabled section must be set in the
+    environment. Exit status 0 when valid, 1 otherwise.
+    """
+    from bot.config import DEFAULT_CONFIG, Settings
+
+    settings = _load(file)
+    assert isinstance(settings, Settings)
+    enabled = [
+        name
+        for name in type(settings.detectors).model_fields
+        if getattr(settings.detectors, name).enabled
+    ]
+    slack = f"slack {settings.slack.mode.value} mode" if settings.slack.enabled else "slack off"
+    pd = "pagerduty on" if settings.pagerduty.enabled else "pagerduty off"
+    typer.echo(
+        f"OK: {file or DEFAULT_CONFIG}: {len(enabled)} detectors enabled ({', '.join(enabled)}); "
+        f"{slack}; {pd}"
+    )
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write to.")] = Path(
+        "sim-out"
+    ),
+    hours: Annotated[float, typer.Option(help="Length of the window, ending at --end.")] = 24.0,
+    end: Annotated[
+        str | None, typer.Option(help="End of the window, ISO 8601 (default: now, to the minute).")
+    ] = None,
+    step: Annotated[str, typer.Option(help="Sample resolution, e.g. 15s, 60s.")] = "60s",
+    seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 42,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            "-s",
+            help=(
+                "Inject an incident: KIND[:dim=value][@OFFSET][+DURATION][*MAGNITUDE], e.g. "
+                "psp_outage:psp=stripe@6h+20m. Repeat for more. Without it, a default plan "
+                "of incidents and harmless events is used."
+            ),
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Inject no scenario: normal traffic only.")
+    ] = False,
+    countries: Annotated[
+        str | None, typer.Option(help="Comma-separated ISO country codes (default: 6).")
+    ] = None,
+    no_logs: Annotated[bool, typer.Option("--no-logs", help="Metrics only.")] = False,
+) -> None:
+    """Generate reference payment telemetry with seasonality, noise and injected incidents.
+
+    Writes DIR/metrics.om (OpenMetrics for `promtool tsdb create-blocks-from openmetrics`),
+    DIR/opensearch/ (index templates and _bulk files of logs and change events) and
+    DIR/labels.json (what was injected, when and where). Load it into the test servers with
+    `scripts/stack load DIR`.
+    """
+    from bot import simulate as sim
+
+    try:
+        step_td = parse_duration(step)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--step") from None
+    end_dt = _parse_time(end, "--end") or datetime.now(UTC).replace(second=0, microsecond=0)
+    if hours <= 0:
+        raise typer.BadParameter("must be positive", param_hint="--hours")
+    start_dt = end_dt - timedelta(hours=hours)
+    try:
+        if quiet:
+            plan: tuple[sim.Scenario, ...] = ()
+        elif scenario:
+            plan = tuple(sim.parse_scenario(s, start_dt, end_dt) for s in scenario)
+        else:
+            plan = sim.default_plan(start_dt, end_dt, seed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scenario") from None
+    kwargs: dict[str, object] = {}
+    if countries:
+        kwargs["countries"] = tuple(c.strip().upper() for c in countries.split(",") if c.strip())
+    try:
+        spec = sim.SimulationSpec(
+            start=start_dt,
+            end=end_dt,
+            step=step_td,
+            seed=seed,
+            scenarios=plan,
+            logs=not no_logs,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    except ValueError as exc:
+        typer.echo(f"paytriage simulate: {exc}", err=True)
+        raise typer.Exit(2) from None
+    summary = sim.simulate(spec, out)
+    typer.echo(str(summary))
+    for s in plan:
+        typer.echo(f"  injected {s.id or s.kind}: {s.start:%Y-%m-%d %H:%M}Z +{s.duration} {s.dims}")
+    typer.echo(f"Load it into the test servers with: scripts/stack load {out}")
+
+
+@app.command()
+def run(config: ConfigOpt = None) -> None:
+    """Run the bot: poll the sources on schedule, detect, open incidents, notify Slack."""
+    from bot.app import run_forever
+    from bot.config import Settings
+
+    settings = _load(config)
+    assert isinstance(settings, Settings)
+    sys.exit(run_forever(settings))
+
+
+@app.command()
+def detect(
+    config: ConfigOpt = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run every detector once and print findings.")
+    ] = False,
+) -> None:
+    """Run the detectors against the configured Prometheus and print what they find."""
+    _load(config)
+    _not_yet("detection", "detectors")
+
+
+@app.command()
+def backtest(
+    prometheus_url: Annotated[str, typer.Option(help="PromQL API holding the history.")],
+    start: Annotated[str, typer.Option(help="ISO 8601 start of the period.")],
+    end: Annotated[str, typer.Option(help="ISO 8601 end of the period.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Replay the detectors over a past period and score them against labelled incidents."""
+    _parse_time(start, "--start")
+    _parse_time(end, "--end")
+    _load(config)
+    _not_yet("the backtest", "detectors")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the demo's files.")] = Path(
+        "paytriage-demo"
+    ),
+) -> None:
+    """Show paytriage end to end on a simulated payment platform: no servers, no tokens.
+
+    For now the demo generates the simulated platform (a day of metrics, logs and change
+    events with a few incidents) and describes it; detection, incident posts and the
+    postmortem are added to the demo as those features land.
+    """
+    from bot.demo import run_demo
+
+    run_demo(out)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Load the YAML file into Settings; every problem becomes a ConfigIssue with a key path."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bot.config.models import Settings
+from bot.config.types import Secret
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "paytriage.yaml"
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    path: str  # dotted key path, e.g. "detectors.decline_spike.window"
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        return f"{self.path or '<root>'}{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``issues`` says where and why."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        lines = "\n".join(f"  - {i}" for i in issues)
+        super().__init__(f"{source}: {len(issues)} problem(s) in the configuration:\n{lines}")
+
+
+def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
+    """Map each key path of the YAML document to its 1-based line number."""
+    index: dict[tuple[str | int, ...], int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return index
+
+    def walk(node: yaml.Node | None, path: tuple[str | int, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                p = (*path, str(key.value))
+                index[p] = key.start_mark.line + 1
+                walk(value, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                p = (*path, i)
+                index[p] = item.start_mark.line + 1
+                walk(item, p)
+
+    walk(root, ())
+    return index
+
+
+def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
+    """Field names (and aliases) of the model at ``loc`` (the parent of an unknown key)."""
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        field = model.model_fields.get(str(part))
+        if field is None:
+            field = next((f for f in model.model_fields.values() if f.alias == part), None)
+        if field is None:
+            return []
+        model = field.annotation
+        for arg in getattr(model, "__args__", ()) or ():
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                model = arg
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or n for n, f in model.model_fields.items()]
+    return []
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    kind = err["type"]
+    inp = err.get("input")
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1])
+        close = difflib.get_close_matches(key, _allowed_keys(tuple(err["loc"][:-1])), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown key {key!r}{hint}"
+    if kind == "missing":
+        return "required key is missing"
+    msg: str = err["msg"]
+    msg = msg.removeprefix("Value error, ")
+    if kind.endswith(("_type", "_parsing")) and inp is not None:
+        return f"wrong type: {msg.lower()}, got {type(inp).__name__} {_short(inp)}"
+    return msg
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _path(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _is_enabled(model: BaseModel) -> bool:
+    return bool(getattr(model, "enabled", True))
+
+
+def _walk_secrets(
+    model: BaseModel, loc: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], Secret]]:
+    if not _is_enabled(model):
+        return
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, Secret):
+            yield (*loc, name), value
+        elif isinstance(value, BaseModel):
+            yield from _walk_secrets(value, (*loc, name))
+
+
+def missing_secrets(settings: Settings) -> list[ConfigIssue]:
+    """Secrets referenced by enabled sections whose environment variable is not set."""
+    return [
+        ConfigIssue(_path(loc), f"missing secret: environment variable {s.env_var} is not set")
+        for loc, s in _walk_secrets(settings, ())
+        if not s.is_set
+    ]
+
+
+def parse_settings(
+    text: str, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate YAML text; raise ConfigError listing every problem with its key path."""
+    env = os.environ if env is None else env
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [ConfigIssue("", f"not valid YAML: {problem}", line)]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [ConfigIssue("", "the file must be a mapping of keys")])
+    lines = _line_index(text)
+    try:
+        settings = Settings.model_validate(data, context={"env": env})
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            issues.append(ConfigIssue(_path(loc), _describe(err), _nearest_line(lines, loc)))
+        raise ConfigError(source, issues) from None
+    problems = missing_secrets(settings)
+    if problems:
+        raise ConfigError(
+            source,
+            [
+                ConfigIssue(p.path, p.message, _nearest_line(lines, _split(p.path)))
+                for p in problems
+            ],
+        )
+    return settings
+
+
+def _split(path: str) -> tuple[str, ...]:
+    return tuple(path.split("."))
+
+
+def _nearest_line(
+    lines: Mapping[tuple[str | int, ...], int], loc: tuple[str | int, ...]
+) -> int | None:
+    for n in range(len(loc), 0, -1):
+        line = lines.get(tuple(loc[:n]))
+        if line is not None:
+            return line
+    return None
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate a config file (default: config/paytriage.yaml)."""
+    p = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            str(p), [ConfigIssue("", f"cannot read the file: {exc.strerror}")]
+        ) from None
+    return parse_settings(text, str(p), env)

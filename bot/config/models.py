@@ -1,0 +1,226 @@
+"""The typed configuration: one YAML file validated into these models."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, create_model, field_validator, model_validator
+
+from bot.config.types import Duration, EnvStr, LabelName, Secret, StrictModel
+from detectors import REGISTRY
+from detectors.base import Severity
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    if parts.password:
+        raise ValueError("URL carries a password: put credentials in username/password secrets")
+    return value.rstrip("/")
+
+
+class PrometheusConfig(StrictModel):
+    """Any PromQL HTTP API: Prometheus, Thanos Query, Mimir, VictoriaMetrics."""
+
+    url: EnvStr = "http://127.0.0.1:9090"
+    timeout: Duration = Field(default=timedelta(seconds=10))
+    retries: int = Field(default=2, ge=0, le=10, description="on connection errors and 502/503/504")
+    method: Literal["GET", "POST"] = "POST"
+    verify_tls: bool = True
+    username: EnvStr | None = None
+    password: Secret | None = None
+    bearer_token: Secret | None = None
+    headers: dict[str, EnvStr] = Field(
+        default_factory=dict, description="e.g. X-Scope-OrgID for Mimir"
+    )
+    graph_url: EnvStr | None = Field(default=None, description="base URL for links to the graph UI")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        return _http_url(v)
+
+
+class LogFields(StrictModel):
+    """Field names in the log index, if they differ from the reference schema."""
+
+    timestamp: str = "@timestamp"
+    message: str = "message"
+    level: str = "level"
+    service: str = "service"
+    error_code: str = "error_code"
+
+
+class OpenSearchConfig(StrictModel):
+    enabled: bool = True
+    hosts: list[EnvStr] = Field(default_factory=lambda: ["http://127.0.0.1:9200"], min_length=1)
+    logs_index: str = "payments-logs-*"
+    changes_index: str = "changes-*"
+    fields: LogFields = LogFields()
+    timeout: Duration = Field(default=timedelta(seconds=10))
+    retries: int = Field(default=2, ge=0, le=10)
+    verify_tls: bool = True
+    username: EnvStr | None = None
+    password: Secret | None = None
+    dashboards_url: EnvStr | None = Field(default=None, description="for Discover links")
+
+    @field_validator("hosts")
+    @classmethod
+    def _check_hosts(cls, v: list[str]) -> list[str]:
+        return [_http_url(h) for h in v]
+
+
+class SourcesConfig(StrictModel):
+    prometheus: PrometheusConfig = PrometheusConfig()
+    opensearch: OpenSearchConfig = OpenSearchConfig()
+
+
+class RouteMatch(StrictModel):
+    detector: str | None = None
+    min_severity: Severity | None = None
+    dimensions: dict[LabelName, str] = Field(default_factory=dict)
+
+
+class Route(StrictModel):
+    match: RouteMatch = RouteMatch()
+    channel: str = Field(pattern=r"^[#A-Za-z0-9][A-Za-z0-9_\-.]*$")
+
+
+class Permissions(StrictModel):
+    """Slack user ids (U…) or user-group ids (S…) allowed to act; empty = everyone."""
+
+    escalate: list[str] = Field(default_factory=list)
+    silence: list[str] = Field(default_factory=list)
+    resolve: list[str] = Field(default_factory=list)
+
+
+class SlackMode(StrEnum):
+    socket = "socket"
+    http = "http"
+
+
+class SlackConfig(StrictModel):
+    enabled: bool = True
+    mode: SlackMode = SlackMode.socket
+    bot_token: Secret | None = None
+    app_token: Secret | None = Field(default=None, description="xapp- token, Socket Mode only")
+    signing_secret: Secret | None = Field(default=None, description="HTTP mode only")
+    default_channel: str = Field(
+        default="#payments-oncall", pattern=r"^[#A-Za-z0-9][A-Za-z0-9_\-.]*$"
+    )
+    routes: list[Route] = Field(default_factory=list)
+    command: str = Field(default="/triage", pattern=r"^/[a-z0-9_\-]+$")
+    permissions: Permissions = Permissions()
+    thread_update_min_interval: Duration = Field(default=timedelta(minutes=5))
+    base_url: EnvStr | None = Field(default=None, description="Web API base URL (tests only)")
+    http_port: int = Field(default=3000, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _mode_secrets(self) -> SlackConfig:
+        if not self.enabled:
+            return self
+        if self.bot_token is None:
+            raise ValueError(
+                "bot_token is required when slack is enabled (e.g. ${SLACK_BOT_TOKEN})"
+            )
+        if self.mode is SlackMode.socket and self.app_token is None:
+            raise ValueError("app_token is required in socket mode (e.g. ${SLACK_APP_TOKEN})")
+        if self.mode is SlackMode.http and self.signing_secret is None:
+            raise ValueError(
+                "signing_secret is required in http mode (e.g. ${SLACK_SIGNING_SECRET})"
+            )
+        return self
+
+
+class PagerDutyConfig(StrictModel):
+    enabled: bool = False
+    routing_key: Secret | None = None
+    min_severity: Severity = Severity.critical
+    events_url: EnvStr = "https://events.pagerduty.com"
+    source: str = "paytriage"
+
+    @model_validator(mode="after")
+    def _key(self) -> PagerDutyConfig:
+        if self.enabled and self.routing_key is None:
+            raise ValueError(
+                "routing_key is required when pagerduty is enabled (e.g. ${PAGERDUTY_ROUTING_KEY})"
+            )
+        return self
+
+
+class RunbooksConfig(StrictModel):
+    dir: str = "runbooks"
+    base_url: EnvStr | None = Field(default=None, description="where runbooks are published")
+
+
+class StoreConfig(StrictModel):
+    """SQLite file by default; PostgreSQL (postgresql+psycopg://…) for several replicas."""
+
+    url: EnvStr = "sqlite:///paytriage.db"
+    password: Secret | None = Field(default=None, description="PostgreSQL password, if any")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if not parts.scheme.startswith(("sqlite", "postgresql")):
+            raise ValueError(f"{v!r}: use sqlite:///path or postgresql+psycopg://host/db")
+        if parts.password:
+            raise ValueError(
+                "the URL carries a password: set store.password: ${PGPASSWORD} instead"
+            )
+        return v
+
+
+class IncidentsConfig(StrictModel):
+    correlation_window: Duration = Field(default=timedelta(minutes=15))
+    auto_resolve_after: Duration = Field(default=timedelta(minutes=30))
+    reopen_within: Duration = Field(default=timedelta(hours=2))
+    average_ticket: float | None = Field(default=None, gt=0, description="for amount at risk")
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+
+
+class ServerConfig(StrictModel):
+    """The bot's own HTTP endpoint: /healthz, /readyz (and /metrics later)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+def _detectors_model() -> type[StrictModel]:
+    fields: dict[str, Any] = {name: (model, model()) for name, model in REGISTRY.items()}
+    return create_model("DetectorsConfig", __base__=StrictModel, **fields)  # type: ignore[call-overload, no-any-return]
+
+
+DetectorsConfig = _detectors_model()
+
+
+class Settings(StrictModel):
+    """The whole configuration file."""
+
+    timezone: str = "UTC"
+    sources: SourcesConfig = SourcesConfig()
+    detectors: DetectorsConfig = DetectorsConfig()  # type: ignore[valid-type]
+    incidents: IncidentsConfig = IncidentsConfig()
+    slack: SlackConfig = SlackConfig(enabled=False)
+    pagerduty: PagerDutyConfig = PagerDutyConfig()
+    runbooks: RunbooksConfig = RunbooksConfig()
+    store: StoreConfig = StoreConfig()
+    server: ServerConfig = ServerConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {v!r} (use an IANA name like Europe/Berlin)"
+            ) from None
+        return v

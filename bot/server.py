@@ -1,0 +1,40 @@
+"""The bot's own HTTP endpoint: /healthz (alive) and /readyz (able to do its job)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Check = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def serve(host: str, port: int, healthy: Check, ready: Check) -> ThreadingHTTPServer:
+    """Start the server in a daemon thread and return it (``shutdown()`` stops it)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            routes = {"/healthz": healthy, "/readyz": ready}
+            check = routes.get(self.path.split("?", 1)[0])
+            if check is None:
+                self._reply(404, {"error": "not found", "paths": sorted(routes)})
+                return
+            ok, body = check()
+            self._reply(200 if ok else 503, {"ok": ok, **body})
+
+        def _reply(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body, default=str).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet access log
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server

@@ -1,0 +1,81 @@
+"""The command line: config check exit codes and messages; unfinished commands say so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bot.cli import NOT_YET, app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-cli-test")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-cli-test")
+
+
+def test_config_check_default_ok(tokens: None) -> None:
+    res = runner.invoke(app, ["config", "check"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("OK:") and "decline_spike" in res.output
+    assert "xoxb-cli-test" not in res.output
+
+
+def test_config_check_missing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1")
+    res = runner.invoke(app, ["config", "check"])
+    assert res.exit_code == 1
+    assert "slack.bot_token" in res.output and "SLACK_BOT_TOKEN is not set" in res.output
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "detectors:\n  webhook_lag:\n    slo_p95: 60\n",
+            "detectors.webhook_lag.slo_p95 (line 3): unknown key",
+        ),
+        (
+            "detectors:\n  webhook_lag:\n    interval: soon\n",
+            "detectors.webhook_lag.interval (line 3): bad duration",
+        ),
+        (
+            "detectors:\n  webhook_lag:\n    enabled: maybe\n",
+            "detectors.webhook_lag.enabled (line 3): wrong type",
+        ),
+        ("detectors:\n  webhook_lag:\n    interval: 1s\n", "interval must be at least 5s"),
+    ],
+)
+def test_config_check_bad_file(tmp_path: Path, body: str, expected: str) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(body)
+    res = runner.invoke(app, ["config", "check", str(f)])
+    assert res.exit_code == 1
+    assert expected in res.output
+    assert str(f) in res.output
+
+
+def test_unfinished_commands_say_so(tokens: None) -> None:
+    res = runner.invoke(app, ["detect", "--once"])
+    assert res.exit_code == NOT_YET
+    assert "not implemented yet" in res.output
+
+
+def test_backtest_validates_times_first() -> None:
+    res = runner.invoke(
+        app, ["backtest", "--prometheus-url", "http://x", "--start", "yesterday", "--end", "now"]
+    )
+    assert res.exit_code == 2
+    assert "ISO 8601" in res.output
+
+
+def test_help_lists_every_command() -> None:
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("run", "demo", "detect", "backtest", "simulate", "config"):
+        assert cmd in res.output
