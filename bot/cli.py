@@ -31,7 +31,7 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="YAML configuration file (default: config/paytriage.yaml).",
+        help="YAML configuration file (default: $PAYTRIAGE_CONFIG, else config/paytriage.yaml).",
         dir_okay=False,
     ),
 ]
@@ -89,21 +89,16 @@ def config_check(
     Secrets are checked too: every ${NAME} used by an enabled section must be set in the
     environment. Exit status 0 when valid, 1 otherwise.
     """
-    from bot.config import DEFAULT_CONFIG, Settings
+    from bot.config import Settings, default_config_path
 
     settings = _load(file)
     assert isinstance(settings, Settings)
-    enabled = [
-        name
-        for name in type(settings.detectors).model_fields
-        if getattr(settings.detectors, name).enabled
-    ]
+    enabled = [d.id for d in settings.detectors.enabled()]
     slack = f"slack {settings.slack.mode.value} mode" if settings.slack.enabled else "slack off"
     pd = "pagerduty on" if settings.pagerduty.enabled else "pagerduty off"
-    typer.echo(
-        f"OK: {file or DEFAULT_CONFIG}: {len(enabled)} detectors enabled ({', '.join(enabled)}); "
-        f"{slack}; {pd}"
-    )
+    where = file or default_config_path()
+    names = ", ".join(enabled)
+    typer.echo(f"OK: {where}: {len(enabled)} detectors enabled ({names}); {slack}; {pd}")
 
 
 @app.command()

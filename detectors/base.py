@@ -34,6 +34,7 @@ class Severity(StrEnum):
 class DetectorConfig(StrictModel):
     """Settings every detector has."""
 
+    id: str
     enabled: bool = True
     interval: Duration = Field(default=timedelta(minutes=1), description="how often it runs")
     severity: Severity = Severity.error

@@ -18,6 +18,15 @@ from bot.config.types import Secret
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "paytriage.yaml"
 
 
+def default_config_path() -> Path:
+    """$PAYTRIAGE_CONFIG, else ./config/paytriage.yaml, else the checkout's default file."""
+    env = os.environ.get("PAYTRIAGE_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("config") / "paytriage.yaml"
+    return local if local.exists() else DEFAULT_CONFIG
+
+
 @dataclass(frozen=True)
 class ConfigIssue:
     path: str  # dotted key path, e.g. "detectors.decline_spike.window"
@@ -192,8 +201,8 @@ def _nearest_line(
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Load and validate a config file (default: config/paytriage.yaml)."""
-    p = Path(path) if path is not None else DEFAULT_CONFIG
+    """Load and validate a config file (default: :func:`default_config_path`)."""
+    p = Path(path) if path is not None else default_config_path()
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:

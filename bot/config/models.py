@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from bot.config.types import Duration, EnvStr, LabelName, Secret, StrictModel
-from detectors import REGISTRY
+from detectors import DetectorsConfig
 from detectors.base import Severity
 
 
@@ -153,7 +153,7 @@ class PagerDutyConfig(StrictModel):
 
 
 class RunbooksConfig(StrictModel):
-    dir: str = "runbooks"
+    dir: EnvStr = "runbooks"
     base_url: EnvStr | None = Field(default=None, description="where runbooks are published")
 
 
@@ -187,16 +187,8 @@ class IncidentsConfig(StrictModel):
 class ServerConfig(StrictModel):
     """The bot's own HTTP endpoint: /healthz, /readyz (and /metrics later)."""
 
-    host: str = "127.0.0.1"
+    host: EnvStr = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-
-
-def _detectors_model() -> type[StrictModel]:
-    fields: dict[str, Any] = {name: (model, model()) for name, model in REGISTRY.items()}
-    return create_model("DetectorsConfig", __base__=StrictModel, **fields)  # type: ignore[call-overload, no-any-return]
-
-
-DetectorsConfig = _detectors_model()
 
 
 class Settings(StrictModel):
@@ -204,7 +196,7 @@ class Settings(StrictModel):
 
     timezone: str = "UTC"
     sources: SourcesConfig = SourcesConfig()
-    detectors: DetectorsConfig = DetectorsConfig()  # type: ignore[valid-type]
+    detectors: DetectorsConfig = DetectorsConfig()
     incidents: IncidentsConfig = IncidentsConfig()
     slack: SlackConfig = SlackConfig(enabled=False)
     pagerduty: PagerDutyConfig = PagerDutyConfig()

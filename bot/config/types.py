@@ -41,7 +41,7 @@ class StrictModel(_BaseModel):
 def _env(info: ValidationInfo | None) -> Mapping[str, str]:
     ctx = info.context if info is not None and info.context else None
     if ctx and "env" in ctx:
-        return ctx["env"]  # type: ignore[no-any-return]
+        return ctx["env"]
     return os.environ
 
 

@@ -56,7 +56,7 @@ class PrometheusSource:
             disable_ssl=not cfg.verify_tls,
             retry=_retry(cfg.retries),
             auth=auth,
-            timeout=self._timeout,  # type: ignore[arg-type]
+            timeout=self._timeout,
             method=cfg.method,
         )
 

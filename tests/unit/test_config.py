@@ -182,3 +182,18 @@ def test_format_duration_round_trips(text: str) -> None:
 def test_secret_equality_is_by_variable_only() -> None:
     assert Secret("A", "x") == Secret("A", "y")
     assert Secret("A", "x") != Secret("B", "x")
+
+
+def test_registry_ids_match_config_keys() -> None:
+    from detectors import REGISTRY
+
+    assert set(REGISTRY) == {
+        "decline_spike",
+        "webhook_lag",
+        "refund_sla",
+        "capture_failures",
+        "traffic_drop",
+        "anomaly",
+    }
+    for name, model in REGISTRY.items():
+        assert model().id == name

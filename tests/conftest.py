@@ -1,0 +1,92 @@
+"""Shared fixtures. Integration tests get the real stack (scripts/stack) loaded with simulator data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STACK = ROOT / "scripts" / "stack"
+STACK_DIR = Path(os.environ.get("PAYTRIAGE_STACK_DIR", ROOT / ".stack"))
+
+# One fixed, seeded dataset for every integration test: a Monday morning with known incidents.
+DATA_START = datetime(2026, 11, 16, 6, 0, tzinfo=UTC)
+DATA_END = DATA_START + timedelta(hours=6)
+OUTAGE_START = DATA_START + timedelta(hours=3)  # psp_outage on stripe, 20 minutes
+OUTAGE = timedelta(minutes=20)
+BACKLOG_START = DATA_START + timedelta(hours=4, minutes=30)  # webhook_backlog on adyen, 30 min
+BACKLOG = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Stack:
+    prometheus_url: str
+    opensearch_url: str
+    data_dir: Path
+    labels: dict[str, object]
+
+
+def _stack_env() -> dict[str, str]:
+    out = subprocess.run([str(STACK), "env"], check=True, capture_output=True, text=True).stdout
+    env = {}
+    for line in out.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value
+    return env
+
+
+def _run(*args: str) -> None:
+    res = subprocess.run([str(STACK), *args], capture_output=True, text=True, timeout=600)
+    if res.returncode != 0:
+        raise RuntimeError(
+            f"scripts/stack {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
+        )
+
+
+def simulation_spec():  # type: ignore[no-untyped-def]
+    from bot.simulate import Scenario, SimulationSpec
+
+    return SimulationSpec(
+        start=DATA_START,
+        end=DATA_END,
+        step=timedelta(seconds=60),
+        seed=7,
+        scenarios=(
+            Scenario("psp_outage", OUTAGE_START, OUTAGE, {"psp": "stripe"}, 1.0, "it-psp-outage"),
+            Scenario(
+                "webhook_backlog", BACKLOG_START, BACKLOG, {"psp": "adyen"}, 1.0, "it-backlog"
+            ),
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    """The real Prometheus and OpenSearch, holding the fixed simulated dataset.
+
+    Starts them with scripts/stack (installing what is missing) and loads the data unless
+    the same dataset is loaded already. Fails, never skips, when the stack cannot start.
+    """
+    from bot.simulate import simulate
+
+    _run("up")
+    data_dir = tmp_path_factory.mktemp("sim")
+    simulate(simulation_spec(), data_dir)
+    labels_text = (data_dir / "labels.json").read_text()
+    marker = STACK_DIR / "loaded-labels.json"
+    if not marker.exists() or marker.read_text() != labels_text:
+        _run("load", str(data_dir))
+        marker.write_text(labels_text)
+    env = _stack_env()
+    return Stack(
+        prometheus_url=env["PAYTRIAGE_PROMETHEUS_URL"],
+        opensearch_url=env["PAYTRIAGE_OPENSEARCH_URL"],
+        data_dir=data_dir,
+        labels=json.loads(labels_text),
+    )

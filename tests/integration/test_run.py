@@ -1,0 +1,104 @@
+"""`paytriage run` as a real process: health endpoints, source probes, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Stack
+from tests.support.faults import closed_port_url
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def start_run(
+    tmp_path: Path, prometheus_url: str, opensearch_url: str
+) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"sources:\n  prometheus: {{url: '{prometheus_url}', timeout: 2s, retries: 0}}\n"
+        f"  opensearch: {{hosts: ['{opensearch_url}'], timeout: 2s, retries: 0}}\n"
+        f"slack: {{enabled: false}}\nserver: {{port: {port}}}\n"
+    )
+    env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-must-not-leak"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "run", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_for(url: str, want: int, timeout: float = 20) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    last: tuple[int, dict[str, object]] | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = get(url)
+            if last[0] == want:
+                return last[1]
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never answered {want}; last: {last}")
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_ready_when_both_sources_answer(tmp_path: Path, stack: Stack) -> None:
+    proc, base = start_run(tmp_path, stack.prometheus_url, stack.opensearch_url)
+    try:
+        body = wait_for(f"{base}/readyz", 200)
+        sources = body["sources"]
+        assert isinstance(sources, dict) and set(sources) == {"prometheus", "opensearch"}
+        assert get(f"{base}/healthz")[0] == 200
+        assert get(f"{base}/nope")[0] == 404
+    finally:
+        out = stop(proc)
+    assert "not implemented yet" in out  # run says plainly what it does not do yet
+    assert "xoxb-must-not-leak" not in out
+
+
+def test_not_ready_and_says_why_when_a_source_is_down(tmp_path: Path, stack: Stack) -> None:
+    dead = closed_port_url()
+    proc, base = start_run(tmp_path, dead, stack.opensearch_url)
+    try:
+        body = wait_for(f"{base}/readyz", 503)
+        prom = body["sources"]["prometheus"]  # type: ignore[index]
+        assert "connection error" in prom["error"] and dead in prom["error"]
+        assert get(f"{base}/healthz")[0] == 200  # alive, just not ready
+    finally:
+        out = stop(proc)
+    assert "data source prometheus is failing" in out
