@@ -196,12 +196,51 @@ def run(config: ConfigOpt = None) -> None:
 def detect(
     config: ConfigOpt = None,
     once: Annotated[
-        bool, typer.Option("--once", help="Run every detector once and print findings.")
+        bool, typer.Option("--once", help="Run every detector once and print its findings.")
     ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(help="Judge as of this ISO 8601 time instead of now (e.g. on history)."),
+    ] = None,
+    prometheus_url: Annotated[
+        str | None, typer.Option(help="Override sources.prometheus.url.")
+    ] = None,
 ) -> None:
-    """Run the detectors against the configured Prometheus and print what they find."""
-    _load(config)
-    _not_yet("detection", "detectors")
+    """Run the detectors against the configured Prometheus and print what they find.
+
+    With --once the detectors replay the last minutes up to now (or --at) exactly as the
+    live bot would, so persistence and hysteresis are judged, and print the findings that
+    are raised at that moment. Exit status 0 whether or not something was found.
+    """
+    from bot.config import Settings
+    from bot.detection import replay, runs_for
+    from bot.sources import PrometheusSource
+
+    if not once:
+        raise typer.BadParameter("only --once is supported; `paytriage run` detects on schedule")
+    settings = _load(config)
+    assert isinstance(settings, Settings)
+    end = _parse_time(at, "--at") or datetime.now(UTC)
+    end = end.replace(second=0, microsecond=0)
+    prom_cfg = settings.sources.prometheus
+    if prometheus_url:
+        prom_cfg = prom_cfg.model_copy(update={"url": prometheus_url})
+    step = timedelta(minutes=1)
+    runs, missing = runs_for(settings.detectors.enabled(), step)
+    # Replay long enough to judge persistence and hysteresis as the live bot would have.
+    longest = max((r.cfg.for_ + r.cfg.clear_after + r.cfg.interval * 3 for r in runs), default=step)
+    result = replay(PrometheusSource(prom_cfg), runs, end - longest, end, step)
+    for name, why in sorted(result.failed.items()):
+        typer.echo(f"data problem: {name}: {why}", err=True)
+    typer.echo(f"As of {end:%Y-%m-%d %H:%M}Z: {len(result.active)} finding(s)")
+    for f in sorted(result.active, key=lambda f: (-f.severity.rank, f.detector)):
+        where = ", ".join(f"{k}={v}" for k, v in f.dimensions.items()) or "platform"
+        onset = f" since {f.onset:%H:%M}Z" if f.onset else ""
+        typer.echo(f"  [{f.severity.value}] {f.detector} {where}{onset}: {f.title}")
+        for q in f.queries:
+            typer.echo(f"      {q.query}")
+    if missing:
+        typer.echo(f"not implemented yet (detectors issue): {', '.join(missing)}", err=True)
 
 
 @app.command()

@@ -100,3 +100,18 @@ class Finding:
     unit: str = ""
     queries: tuple[QueryRef, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A detector's verdict on one key (dimensions) at one step, before persistence.
+
+    ``breach`` is the strict condition that must hold for ``for`` before a finding is raised;
+    ``holding`` the looser one that keeps a raised finding open (hysteresis). ``finding`` is
+    what is reported while it is raised.
+    """
+
+    key: tuple[tuple[str, str], ...]
+    breach: bool
+    holding: bool
+    finding: Finding

@@ -61,7 +61,18 @@ def test_config_check_bad_file(tmp_path: Path, body: str, expected: str) -> None
 
 
 def test_unfinished_commands_say_so(tokens: None) -> None:
-    res = runner.invoke(app, ["detect", "--once"])
+    res = runner.invoke(
+        app,
+        [
+            "backtest",
+            "--prometheus-url",
+            "http://x",
+            "--start",
+            "2026-11-16T00:00Z",
+            "--end",
+            "2026-11-17T00:00Z",
+        ],
+    )
     assert res.exit_code == NOT_YET
     assert "not implemented yet" in res.output
 

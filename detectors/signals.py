@@ -1,0 +1,177 @@
+"""Signals on a time grid: what every detector reads, the same live and in a backtest.
+
+A ``Frame`` holds named PromQL results on a regular grid (``times[i] = start + i * step``)
+for the present and for seasonal offsets (the same grid one week back, two weeks back, one
+day back...). A detector evaluated "at index i" reads only indices ``<= i`` of the present
+block, so replaying a frame step by step never looks ahead. History blocks are in the past by
+construction; a detector may read around index ``i`` there.
+
+Fetching is the caller's business (``bot.detection``); everything here is pure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+LabelKey = tuple[tuple[str, str], ...]
+
+WEEK = 7 * 86400.0
+DAY = 86400.0
+
+
+def label_key(labels: Mapping[str, str], dims: Iterable[str] | None = None) -> LabelKey:
+    """A hashable, ordered key of the labels (restricted to ``dims`` when given)."""
+    if dims is None:
+        return tuple(sorted(labels.items()))
+    return tuple(sorted((d, labels[d]) for d in dims if d in labels))
+
+
+def dims_of(key: LabelKey) -> dict[str, str]:
+    return dict(key)
+
+
+@dataclass(frozen=True)
+class Offset:
+    """A block of history: ``seconds`` back from the present grid; ``kind`` weekly|daily."""
+
+    seconds: float
+    kind: str
+
+
+PRESENT = Offset(0.0, "present")
+
+
+def seasonal_offsets(weeks: int, days: int = 1) -> tuple[Offset, ...]:
+    """The present, ``weeks`` weekly blocks and ``days`` daily blocks (the fallback)."""
+    out = [PRESENT]
+    out += [Offset(k * WEEK, "weekly") for k in range(1, weeks + 1)]
+    out += [Offset(k * DAY, "daily") for k in range(1, days + 1)]
+    return tuple(out)
+
+
+@dataclass
+class Frame:
+    start: float  # unix seconds of index 0
+    step: float  # seconds
+    n: int
+    offsets: tuple[Offset, ...] = (PRESENT,)
+    # signal name -> one dict per offset: label key -> values (NaN where missing)
+    data: dict[str, list[dict[LabelKey, np.ndarray]]] = field(default_factory=dict)
+    queries: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # signal -> why it could not be read
+    _cache: dict[tuple[str, int, tuple[str, ...], str], object] = field(
+        default_factory=dict, repr=False
+    )
+
+    def time(self, i: int) -> float:
+        return self.start + i * self.step
+
+    def when(self, i: int) -> datetime:
+        from datetime import UTC
+
+        return datetime.fromtimestamp(self.time(i), UTC)
+
+    def index(self, t: float | datetime) -> int:
+        ts = t.timestamp() if isinstance(t, datetime) else t
+        return round((ts - self.start) / self.step)
+
+    def steps(self, d: timedelta | float) -> int:
+        seconds = d.total_seconds() if isinstance(d, timedelta) else d
+        return max(1, math.ceil(seconds / self.step))
+
+    def put(self, signal: str, offset: int, series: Mapping[LabelKey, np.ndarray]) -> None:
+        blocks = self.data.setdefault(signal, [{} for _ in self.offsets])
+        blocks[offset] = dict(series)
+
+    def present(self, signal: str) -> dict[LabelKey, np.ndarray]:
+        return self.data.get(signal, [{}])[0]
+
+    def block(self, signal: str, offset: int) -> dict[LabelKey, np.ndarray]:
+        blocks = self.data.get(signal)
+        return blocks[offset] if blocks and offset < len(blocks) else {}
+
+    def history(self, kind: str) -> list[int]:
+        return [k for k, o in enumerate(self.offsets) if o.kind == kind]
+
+    def rolled(self, signal: str, offset: int, dims: Sequence[str]) -> dict[LabelKey, np.ndarray]:
+        """The signal summed into ``dims`` (cached: a backtest asks at every step)."""
+        ck = (signal, offset, tuple(sorted(dims)), "sum")
+        if ck not in self._cache:
+            self._cache[ck] = rollup(self.block(signal, offset), dims)
+        return self._cache[ck]  # type: ignore[return-value]
+
+    def cumulative(self, signal: str, offset: int, dims: Sequence[str]) -> dict[LabelKey, Cum]:
+        """Prefix sums of the rolled-up signal, for O(1) sums over any index range."""
+        ck = (signal, offset, tuple(sorted(dims)), "cum")
+        if ck not in self._cache:
+            self._cache[ck] = {k: Cum(v) for k, v in self.rolled(signal, offset, dims).items()}
+        return self._cache[ck]  # type: ignore[return-value]
+
+
+class Cum:
+    """Prefix sums that ignore missing points and count the present ones."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        finite = np.isfinite(values)
+        self.values = values
+        self._sum = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
+        self._cnt = np.concatenate([[0], np.cumsum(finite)])
+
+    def sum(self, lo: int, hi: int) -> tuple[float, int]:
+        """(sum, number of present points) over ``[lo, hi)``, clipped to the array."""
+        n = len(self.values)
+        lo, hi = min(max(lo, 0), n), min(max(hi, 0), n)
+        if hi <= lo:
+            return 0.0, 0
+        return float(self._sum[hi] - self._sum[lo]), int(self._cnt[hi] - self._cnt[lo])
+
+
+def rollup(
+    series: Mapping[LabelKey, np.ndarray], dims: Sequence[str]
+) -> dict[LabelKey, np.ndarray]:
+    """Sum series into the given dimensions (``[]`` gives the total under key ``()``).
+
+    A point is NaN only where every contributing series is NaN (missing data stays missing).
+    """
+    out: dict[LabelKey, np.ndarray] = {}
+    seen: dict[LabelKey, np.ndarray] = {}
+    for key, values in series.items():
+        labels = dict(key)
+        if any(d not in labels for d in dims):
+            continue
+        k = tuple((d, labels[d]) for d in sorted(dims))
+        finite = np.isfinite(values)
+        if k in out:
+            out[k] = out[k] + np.where(finite, values, 0.0)
+            seen[k] = seen[k] | finite
+        else:
+            out[k] = np.where(finite, values, 0.0)
+            seen[k] = finite
+    return {k: np.where(seen[k], v, np.nan) for k, v in out.items()}
+
+
+def window_sum(values: np.ndarray, lo: int, hi: int) -> float:
+    """Sum of finite values in ``values[lo:hi]`` (clipped to the array)."""
+    lo, hi = max(lo, 0), min(hi, len(values))
+    if hi <= lo:
+        return 0.0
+    chunk = values[lo:hi]
+    return float(np.nansum(chunk)) if np.isfinite(chunk).any() else 0.0
+
+
+def value(values: np.ndarray | None, i: int) -> float:
+    if values is None or i < 0 or i >= len(values):
+        return math.nan
+    return float(values[i])
+
+
+def sparse_points(values: np.ndarray, end: int, every: int, count: int) -> np.ndarray:
+    """``count`` points ending before ``end`` spaced ``every`` apart (non-overlapping windows)."""
+    idx = np.arange(end - every, end - every * (count + 1), -every)
+    idx = idx[(idx >= 0) & (idx < len(values))]
+    return values[idx]

@@ -1,0 +1,58 @@
+"""Detectors against the real Prometheus holding the simulated day: what the live bot would see."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from bot.cli import app
+from bot.config.models import PrometheusConfig
+from bot.detection import replay, runs_for
+from bot.sources import PrometheusSource
+from detectors import DetectorsConfig
+from tests.conftest import DATA_END, OUTAGE, OUTAGE_START, Stack
+
+pytestmark = pytest.mark.integration
+M = timedelta(minutes=1)
+
+
+def test_replay_finds_the_psp_outage_once_and_explains_it(stack: Stack) -> None:
+    prom = PrometheusSource(PrometheusConfig(url=stack.prometheus_url))
+    runs, _ = runs_for([DetectorsConfig().decline_spike], M)
+    result = replay(prom, runs, OUTAGE_START - timedelta(hours=1), DATA_END, M)
+    assert result.failed == {}
+    raised = [e for e in result.events if e.kind == "raised"]
+    assert [e.finding.dimensions for e in raised] == [{"psp": "stripe"}]
+    [r] = raised
+    assert OUTAGE_START < r.at <= OUTAGE_START + 4 * M
+    assert r.finding.onset is not None and abs(r.finding.onset - OUTAGE_START) <= 2 * M
+    assert r.finding.details["cause"] == "technical"
+    [cleared] = [e for e in result.events if e.kind == "cleared"]
+    assert OUTAGE_START + OUTAGE < cleared.at <= OUTAGE_START + OUTAGE + 25 * M
+
+
+def test_detect_once_prints_the_finding(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-test")
+    at = (OUTAGE_START + 8 * M).isoformat()
+    res = CliRunner().invoke(
+        app, ["detect", "--once", "--at", at, "--prometheus-url", stack.prometheus_url]
+    )
+    assert res.exit_code == 0, res.output
+    assert "1 finding(s)" in res.output
+    assert "decline_spike psp=stripe since 09:0" in res.output
+    assert "xoxb-test" not in res.output
+    quiet = CliRunner().invoke(
+        app,
+        [
+            "detect",
+            "--once",
+            "--at",
+            (OUTAGE_START - 30 * M).isoformat(),
+            "--prometheus-url",
+            stack.prometheus_url,
+        ],
+    )
+    assert quiet.exit_code == 0 and "0 finding(s)" in quiet.output
