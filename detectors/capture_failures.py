@@ -1,16 +1,24 @@
 """capture_failures: capture failure ratio per PSP against the 99.5 % success target.
 
-Configuration only so far; evaluation lands with the detectors issue.
+Volume-aware: a PSP breaches when its failures over ``window`` are improbable under the
+failure rate the objective allows (binomial upper tail at ``false_alarm_rate``), the ratio is
+at least ``min_ratio_of_allowance`` times that allowance, and the last ``short_window`` is
+still failing (so a burst that is over does not page). Ten failures out of 300 captures is
+noise at 99.5 %; 100 out of 3,000 is not.
 """
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import Field
 
-from bot.config.types import Duration, EnvStr, StrictModel
-from detectors.base import DetectorConfig, Severity
+from bot.config.types import Duration, EnvStr, StrictModel, format_duration
+from detectors.base import Assessment, DetectorConfig, Finding, QueryRef, Severity
+from detectors.signals import PRESENT, Frame, Offset, dims_of, ratio_onset
+from detectors.stats import proportion_excess
 
 
 class Queries(StrictModel):
@@ -24,7 +32,100 @@ class Config(DetectorConfig):
     id: Literal["capture_failures"] = "capture_failures"
     severity: Severity = Severity.critical
     queries: Queries = Queries()
-    window: Duration = "15m"  # type: ignore[assignment]
+    window: Duration = "5m"  # type: ignore[assignment]
+    short_window: Duration = Field(default=timedelta(minutes=2))
+    for_: Duration = Field(default=timedelta(minutes=2), alias="for")
     objective: float = Field(default=0.995, gt=0, lt=1, description="capture success target")
     min_attempts: int = Field(default=100, ge=1)
+    min_ratio_of_allowance: float = Field(
+        default=2.0, ge=1, description="failure ratio must reach this multiple of 1 - objective"
+    )
     false_alarm_rate: float = Field(default=1e-6, gt=0, lt=0.5)
+
+
+def signals(cfg: Config) -> dict[str, str]:
+    w, s = format_duration(cfg.window), format_duration(cfg.short_window)
+    return {
+        "attempts": cfg.queries.attempts.format(window=w),
+        "failures": cfg.queries.failures.format(window=w),
+        "attempts_short": cfg.queries.attempts.format(window=s),
+        "failures_short": cfg.queries.failures.format(window=s),
+    }
+
+
+def offsets(cfg: Config) -> tuple[Offset, ...]:
+    return (PRESENT,)
+
+
+def lookback(cfg: Config) -> timedelta:
+    return cfg.window + timedelta(minutes=30)
+
+
+def _at(frame: Frame, name: str, key: tuple[tuple[str, str], ...], i: int) -> float:
+    arr = frame.present(name).get(key)
+    return float(arr[i]) if arr is not None and i < len(arr) else math.nan
+
+
+def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
+    allowance = 1 - cfg.objective
+    sigs = signals(cfg)
+    out = []
+    for key in frame.present("attempts"):
+        a, f = _at(frame, "attempts", key, i), _at(frame, "failures", key, i)
+        if not (math.isfinite(a) and a >= cfg.min_attempts):
+            continue
+        f = f if math.isfinite(f) else 0.0
+        test = proportion_excess(f, a, allowance, alpha=cfg.false_alarm_rate)
+        ratio = f / a
+        a_s, f_s = _at(frame, "attempts_short", key, i), _at(frame, "failures_short", key, i)
+        recent = not (math.isfinite(a_s) and a_s > 0) or (f_s or 0) / a_s >= allowance
+        floor = cfg.min_ratio_of_allowance * allowance
+        breach = test.significant and ratio >= floor and recent
+        holding = ratio >= allowance * (1 + cfg.min_ratio_of_allowance) / 2
+        if not (breach or holding):
+            continue
+        dims = dims_of(key)
+        where = ", ".join(f"{k}={v}" for k, v in dims.items()) or "all PSPs"
+        start: datetime = frame.when(max(0, i - frame.steps(cfg.window)))
+        finding = Finding(
+            detector=cfg.id,
+            severity=cfg.severity,
+            dimensions=dims,
+            title=(
+                f"Captures failing at {where}: {ratio:.2%} failed "
+                f"({f:,.0f} of {a:,.0f} in {format_duration(cfg.window)}; target under "
+                f"{allowance:.1%})"
+            ),
+            observed=ratio,
+            expected=allowance,
+            band=(test.lower, test.upper),
+            onset=None,
+            at=frame.when(i),
+            unit="ratio",
+            queries=tuple(
+                QueryRef("prometheus", sigs[n], start, frame.when(i))
+                for n in ("attempts", "failures")
+            ),
+            details={
+                "attempts": a,
+                "failures": f,
+                "p_value": test.p_value,
+                "objective": cfg.objective,
+                "window": format_duration(cfg.window),
+            },
+        )
+        out.append(Assessment(key, breach, holding, finding))
+    return out
+
+
+def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:
+    return ratio_onset(
+        frame,
+        "failures_short",
+        "attempts_short",
+        a.key,
+        a.finding.expected,
+        i,
+        lookback=lookback(cfg),
+        short_window=cfg.short_window,
+    )

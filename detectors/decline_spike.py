@@ -40,8 +40,8 @@ from detectors.base import (
     Severity,
     default_dimensions,
 )
-from detectors.signals import Frame, LabelKey, Offset, seasonal_offsets
-from detectors.stats import cusum_onset, estimate_overdispersion, proportion_excess
+from detectors.signals import Frame, LabelKey, Offset, ratio_onset, seasonal_offsets
+from detectors.stats import estimate_overdispersion, proportion_excess
 
 
 class Queries(StrictModel):
@@ -352,20 +352,13 @@ def _assessment(cfg: Config, frame: Frame, s: Slice, i: int, *, breach: bool) ->
 
 def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:
     """When the rise began: a one-sided CUSUM over the recent short-window failure rate."""
-    dims = tuple(sorted(dict(a.key)))
-    att = frame.rolled("attempts_short", 0, dims).get(a.key)
-    fail = frame.rolled("failures_short", 0, dims).get(a.key)
-    if att is None or fail is None:
-        return None
-    lo = max(0, i - frame.steps(cfg.trailing))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(att[lo : i + 1] > 0, fail[lo : i + 1] / att[lo : i + 1], np.nan)
-    expected = a.finding.expected
-    # The spread of a short-window rate at this volume, binomial, floored.
-    typical = float(np.nanmedian(att[lo : i + 1])) if np.isfinite(att[lo : i + 1]).any() else 0
-    spread = math.sqrt(max(expected * (1 - expected), 1e-6) / max(typical, 1.0))
-    start = cusum_onset(rate.tolist(), expected, spread=max(spread, 0.002), k=0.5)
-    if start is None:
-        return None
-    # The short window began a window's length before the sample that first rose.
-    return frame.when(lo + start) - cfg.short_window + timedelta(seconds=frame.step)
+    return ratio_onset(
+        frame,
+        "failures_short",
+        "attempts_short",
+        a.key,
+        a.finding.expected,
+        i,
+        lookback=cfg.trailing,
+        short_window=cfg.short_window,
+    )

@@ -175,3 +175,40 @@ def sparse_points(values: np.ndarray, end: int, every: int, count: int) -> np.nd
     idx = np.arange(end - every, end - every * (count + 1), -every)
     idx = idx[(idx >= 0) & (idx < len(values))]
     return values[idx]
+
+
+def ratio_onset(
+    frame: Frame,
+    num: str,
+    den: str,
+    key: LabelKey,
+    expected: float,
+    i: int,
+    *,
+    lookback: timedelta,
+    short_window: timedelta,
+) -> datetime | None:
+    """When a ratio's rise began: one-sided CUSUM over its short-window values.
+
+    The spread is the binomial one at the slice's typical short-window volume (floored), so
+    onset is judged on the same scale as the detection.
+    """
+    from detectors.stats import cusum_onset
+
+    dims = tuple(d for d, _ in key)
+    n_arr = frame.rolled(num, 0, dims).get(key)
+    d_arr = frame.rolled(den, 0, dims).get(key)
+    if n_arr is None or d_arr is None:
+        return None
+    lo = max(0, i - frame.steps(lookback))
+    n_, d_ = n_arr[lo : i + 1], d_arr[lo : i + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(d_ > 0, n_ / d_, np.nan)
+    typical = float(np.nanmedian(d_)) if np.isfinite(d_).any() else 0.0
+    p = min(max(expected, 1e-6), 1 - 1e-6)
+    spread = max(math.sqrt(p * (1 - p) / max(typical, 1.0)), 0.1 * p, 1e-4)
+    start = cusum_onset(rate.tolist(), expected, spread=spread, k=0.5)
+    if start is None:
+        return None
+    # A short-window value first rises one step after the change entered its window.
+    return frame.when(lo + start) - short_window + timedelta(seconds=frame.step)

@@ -1,16 +1,29 @@
 """webhook_lag: P95 processing lag, oldest backlog age and first-try failures per PSP.
 
-Configuration only so far; evaluation lands with the detectors issue.
+A PSP breaches when any of these holds, each judged on data, not on one sample:
+
+- the P95 lag over ``window`` is above the SLO (``slo_p95_seconds``) and above
+  ``baseline_factor`` times its own recent median (a PSP that always runs at 50 s is not news
+  at 61 s; one that runs at 5 s and jumps to 90 s is);
+- the oldest unprocessed delivery is older than ``max_backlog_age_seconds`` (the queue is
+  stuck even if the few events that get through are fast);
+- first-try failures are significantly above ``max_first_try_failure_ratio`` (binomial tail
+  at ``false_alarm_rate``) with at least ``min_events`` processed.
 """
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timedelta
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
-from bot.config.types import Duration, EnvStr, StrictModel
-from detectors.base import BaselineConfig, DetectorConfig
+from bot.config.types import Duration, EnvStr, StrictModel, format_duration
+from detectors.base import Assessment, DetectorConfig, Finding, QueryRef
+from detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of
+from detectors.stats import cusum_onset, proportion_excess
 
 
 class Queries(StrictModel):
@@ -30,8 +43,126 @@ class Config(DetectorConfig):
     id: Literal["webhook_lag"] = "webhook_lag"
     queries: Queries = Queries()
     window: Duration = "5m"  # type: ignore[assignment]
+    for_: Duration = Field(default=timedelta(minutes=1), alias="for")
     slo_p95_seconds: float = Field(default=60.0, gt=0, description="P95 lag objective")
-    max_backlog_age_seconds: float = Field(default=300.0, gt=0)
+    baseline_factor: float = Field(default=2.0, ge=1, description="P95 rise over its median")
+    max_backlog_age_seconds: float = Field(default=120.0, gt=0)
     max_first_try_failure_ratio: float = Field(default=0.02, gt=0, lt=1)
     min_events: int = Field(default=50, ge=1)
-    baseline: BaselineConfig = BaselineConfig()
+    false_alarm_rate: float = Field(default=1e-6, gt=0, lt=0.5)
+    trailing: Duration = Field(default=timedelta(hours=2))
+
+
+def signals(cfg: Config) -> dict[str, str]:
+    w = format_duration(cfg.window)
+    q = cfg.queries
+    return {
+        "lag_p95": q.lag_p95.format(window=w),
+        "backlog_oldest_age": q.backlog_oldest_age.format(window=w),
+        "failed": q.failed.format(window=w),
+        "processed": q.processed.format(window=w),
+    }
+
+
+def offsets(cfg: Config) -> tuple[Offset, ...]:
+    return (PRESENT,)
+
+
+def lookback(cfg: Config) -> timedelta:
+    return cfg.trailing + cfg.window
+
+
+def _at(frame: Frame, name: str, key: LabelKey, i: int) -> float:
+    arr = frame.present(name).get(key)
+    return float(arr[i]) if arr is not None and i < len(arr) else math.nan
+
+
+def _median_before(frame: Frame, name: str, key: LabelKey, i: int, cfg: Config) -> float:
+    arr = frame.present(name).get(key)
+    if arr is None:
+        return math.nan
+    lo, hi = max(0, i - frame.steps(cfg.trailing)), max(0, i - frame.steps(cfg.window) * 3)
+    chunk = arr[lo:hi]
+    chunk = chunk[np.isfinite(chunk)]
+    return float(np.median(chunk)) if len(chunk) >= 10 else math.nan
+
+
+def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
+    sigs = signals(cfg)
+    keys = set(frame.present("lag_p95")) | set(frame.present("backlog_oldest_age"))
+    out = []
+    for key in sorted(keys):
+        p95 = _at(frame, "lag_p95", key, i)
+        age = _at(frame, "backlog_oldest_age", key, i)
+        processed = _at(frame, "processed", key, i)
+        failed = _at(frame, "failed", key, i)
+        usual = _median_before(frame, "lag_p95", key, i, cfg)
+        reasons: list[str] = []
+        holding: list[str] = []
+        slo = cfg.slo_p95_seconds
+        if math.isfinite(p95) and p95 > slo:
+            if not math.isfinite(usual) or p95 > cfg.baseline_factor * usual:
+                reasons.append(f"P95 lag {p95:,.0f}s (SLO {slo:g}s, usually {usual:,.0f}s)")
+            holding.append("lag")
+        elif math.isfinite(p95) and p95 > 0.75 * slo:
+            holding.append("lag")
+        if math.isfinite(age) and age > cfg.max_backlog_age_seconds:
+            reasons.append(f"oldest delivery waiting {age:,.0f}s")
+            holding.append("age")
+        elif math.isfinite(age) and age > 0.5 * cfg.max_backlog_age_seconds:
+            holding.append("age")
+        ratio = math.nan
+        if math.isfinite(processed) and processed >= cfg.min_events and math.isfinite(failed):
+            ratio = failed / processed
+            test = proportion_excess(
+                failed, processed, cfg.max_first_try_failure_ratio, alpha=cfg.false_alarm_rate
+            )
+            if test.significant:
+                reasons.append(f"{ratio:.1%} of deliveries failing first time")
+            if ratio > cfg.max_first_try_failure_ratio:
+                holding.append("failures")
+        if not reasons and not holding:
+            continue
+        dims = dims_of(key)
+        where = ", ".join(f"{k}={v}" for k, v in dims.items()) or "all PSPs"
+        start: datetime = frame.when(max(0, i - frame.steps(cfg.window)))
+        title = f"Webhooks from {where} are backing up: " + (
+            "; ".join(reasons) if reasons else "recovering"
+        )
+        finding = Finding(
+            detector=cfg.id,
+            severity=cfg.severity,
+            dimensions=dims,
+            title=title,
+            observed=p95 if math.isfinite(p95) else age,
+            expected=usual if math.isfinite(usual) else slo,
+            band=(0.0, slo),
+            onset=None,
+            at=frame.when(i),
+            unit="seconds",
+            queries=tuple(
+                QueryRef("prometheus", sigs[n], start, frame.when(i))
+                for n in ("lag_p95", "backlog_oldest_age", "failed", "processed")
+            ),
+            details={
+                "lag_p95_seconds": p95,
+                "backlog_oldest_age_seconds": age,
+                "first_try_failure_ratio": ratio,
+                "processed": processed,
+                "reasons": reasons,
+                "window": format_duration(cfg.window),
+            },
+        )
+        out.append(Assessment(key, bool(reasons), bool(holding or reasons), finding))
+    return out
+
+
+def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:
+    """The backlog's start: when the oldest-age gauge began its climb."""
+    arr = frame.present("backlog_oldest_age").get(a.key)
+    if arr is None:
+        return None
+    lo = max(0, i - frame.steps(cfg.trailing))
+    values = arr[lo : i + 1].tolist()
+    start = cusum_onset(values, 0.0, spread=max(cfg.slo_p95_seconds / 4, 1.0), k=1.0)
+    return frame.when(lo + start) if start is not None else None

@@ -15,13 +15,20 @@ ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / "scripts" / "stack"
 STACK_DIR = Path(os.environ.get("PAYTRIAGE_STACK_DIR", ROOT / ".stack"))
 
-# One fixed, seeded dataset for every integration test: a Monday morning with known incidents.
+# One fixed, seeded dataset for every integration test: a Monday morning with known incidents
+# (and a scrape gap, which is a data problem, not an incident).
 DATA_START = datetime(2026, 11, 16, 6, 0, tzinfo=UTC)
 DATA_END = DATA_START + timedelta(hours=6)
 OUTAGE_START = DATA_START + timedelta(hours=3)  # psp_outage on stripe, 20 minutes
 OUTAGE = timedelta(minutes=20)
 BACKLOG_START = DATA_START + timedelta(hours=4, minutes=30)  # webhook_backlog on adyen, 30 min
 BACKLOG = timedelta(minutes=30)
+GAP_START = DATA_START + timedelta(hours=2)  # scrape_gap on worldpay, 15 minutes
+GAP = timedelta(minutes=15)
+CAPTURE_START = DATA_START + timedelta(hours=3, minutes=40)  # capture_failures on braintree
+CAPTURE = timedelta(minutes=40)
+DROP_START = DATA_START + timedelta(hours=5, minutes=10)  # traffic_drop in GB, 30 minutes
+DROP = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,11 @@ def simulation_spec():  # type: ignore[no-untyped-def]
             Scenario(
                 "webhook_backlog", BACKLOG_START, BACKLOG, {"psp": "adyen"}, 1.0, "it-backlog"
             ),
+            Scenario("scrape_gap", GAP_START, GAP, {"psp": "worldpay"}, 1.0, "it-gap"),
+            Scenario(
+                "capture_failures", CAPTURE_START, CAPTURE, {"psp": "braintree"}, 1.0, "it-capture"
+            ),
+            Scenario("traffic_drop", DROP_START, DROP, {"country": "GB"}, 1.0, "it-drop"),
         ),
     )
 
