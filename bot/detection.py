@@ -18,11 +18,11 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from detectors.stats import Debouncer, Transition
 
 from bot.sources.base import MetricsSource, SourceError
 from detectors.base import Assessment, DetectorConfig, Finding
 from detectors.signals import Frame, LabelKey, Offset, label_key
+from detectors.stats import Debouncer, Transition
 
 log = logging.getLogger(__name__)
 
