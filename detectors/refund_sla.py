@@ -1,17 +1,31 @@
 """refund_sla: refunds completed outside / pending past the 24 h SLA, with burn-rate windows.
 
-Configuration only so far; evaluation lands with the detectors issue.
+Bad events are refunds that missed the SLA: completed late (``within_sla="false"``) plus
+the rise of refunds pending past it; the total is refunds requested in the same window (the
+demand, which does not collapse when the worker stalls, unlike completions). Paging follows
+the SRE workbook's multi-window, multi-burn-rate method against the objective (95 % within
+24 h): a window pair fires when both its long and short window burn the error budget at
+least ``burn_rate`` times too fast and the long window holds ``min_bad_events``.
+
+An SLA of a day makes burn rates slow to move, so the detector also watches the drain: when
+completions fall below ``min_drain_ratio`` of requests over ``drain_window`` (and over its
+short window), refunds are piling up and will breach; the finding forecasts how many at the
+current drain rate.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+from datetime import datetime, timedelta
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
-from bot.config.types import Duration, EnvStr, StrictModel
-from detectors.base import DetectorConfig
+from bot.config.types import Duration, EnvStr, StrictModel, format_duration
+from detectors.base import Assessment, DetectorConfig, Finding, QueryRef, Severity
+from detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of
+from detectors.stats import burn_rate
 
 
 class Queries(StrictModel):
@@ -44,8 +58,178 @@ def _default_windows() -> list[BurnWindow]:
 
 class Config(DetectorConfig):
     id: Literal["refund_sla"] = "refund_sla"
+    severity: Severity = Severity.error
+    interval: Duration = Field(default=timedelta(minutes=1))
+    for_: Duration = Field(default=timedelta(minutes=5), alias="for")
+    clear_after: Duration = Field(default=timedelta(minutes=30))
     queries: Queries = Queries()
     objective: float = Field(default=0.95, gt=0, lt=1, description="share completed within SLA")
     sla: Duration = "24h"  # type: ignore[assignment]
     burn_windows: list[BurnWindow] = Field(default_factory=_default_windows)
     min_bad_events: int = Field(default=5, ge=0, description="bad events in the long window")
+    drain_window: Duration = Field(default=timedelta(minutes=30))
+    drain_short: Duration = Field(default=timedelta(minutes=10))
+    min_drain_ratio: float = Field(
+        default=0.5, gt=0, lt=1, description="completions per request below this: not draining"
+    )
+    min_requests: int = Field(default=20, ge=1, description="requests in the drain window")
+
+
+def _windows(cfg: Config) -> list[timedelta]:
+    ws = {cfg.drain_window, cfg.drain_short}
+    for b in cfg.burn_windows:
+        ws |= {b.long, b.short}
+    return sorted(ws)
+
+
+def _name(kind: str, w: timedelta) -> str:
+    return f"{kind}_{format_duration(w)}"
+
+
+def signals(cfg: Config) -> dict[str, str]:
+    q = cfg.queries
+    out = {"pending_over_sla": q.pending_over_sla.format(window="")}
+    for w in _windows(cfg):
+        text = format_duration(w)
+        out[_name("requested", w)] = q.requested.format(window=text)
+        out[_name("late", w)] = q.completed_late.format(window=text)
+        out[_name("completed", w)] = q.completed.format(window=text)
+    return out
+
+
+def offsets(cfg: Config) -> tuple[Offset, ...]:
+    return (PRESENT,)
+
+
+def lookback(cfg: Config) -> timedelta:
+    return max(b.long for b in cfg.burn_windows) if cfg.burn_windows else cfg.drain_window
+
+
+def _at(frame: Frame, name: str, key: LabelKey, i: int) -> float:
+    arr = frame.present(name).get(key)
+    if arr is None or i < 0 or i >= len(arr) or not math.isfinite(arr[i]):
+        return math.nan
+    return float(arr[i])
+
+
+def _pending_rise(frame: Frame, key: LabelKey, i: int, w: timedelta) -> float:
+    arr = frame.present("pending_over_sla").get(key)
+    if arr is None or i >= len(arr) or not math.isfinite(arr[i]):
+        return 0.0
+    back = arr[max(0, i - frame.steps(w)) : i + 1]
+    back = back[np.isfinite(back)]
+    return max(0.0, float(arr[i] - back.min())) if len(back) else 0.0
+
+
+def _bad(frame: Frame, key: LabelKey, i: int, w: timedelta) -> tuple[float, float]:
+    late = _at(frame, _name("late", w), key, i)
+    requested = _at(frame, _name("requested", w), key, i)
+    bad = (late if math.isfinite(late) else 0.0) + _pending_rise(frame, key, i, w)
+    return bad, requested
+
+
+def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
+    sigs = signals(cfg)
+    keys = set(frame.present("pending_over_sla")) | set(
+        frame.present(_name("requested", cfg.drain_window))
+    )
+    out = []
+    for key in sorted(keys):
+        fired: BurnWindow | None = None
+        burns: dict[str, float | None] = {}
+        for b in cfg.burn_windows:
+            bad_l, tot_l = _bad(frame, key, i, b.long)
+            bad_s, tot_s = _bad(frame, key, i, b.short)
+            rl = burn_rate(bad_l, tot_l, cfg.objective)
+            rs = burn_rate(bad_s, tot_s, cfg.objective)
+            burns[f"{format_duration(b.long)}/{format_duration(b.short)}"] = rl
+            if (
+                fired is None
+                and b.severity == "page"
+                and rl is not None
+                and rs is not None
+                and rl >= b.burn_rate
+                and rs >= b.burn_rate
+                and bad_l >= cfg.min_bad_events
+            ):
+                fired = b
+        req = _at(frame, _name("requested", cfg.drain_window), key, i)
+        done = _at(frame, _name("completed", cfg.drain_window), key, i)
+        req_s = _at(frame, _name("requested", cfg.drain_short), key, i)
+        done_s = _at(frame, _name("completed", cfg.drain_short), key, i)
+        drain = done / req if math.isfinite(req) and req >= cfg.min_requests else math.nan
+        drain_s = done_s / req_s if math.isfinite(req_s) and req_s > 0 else math.nan
+        stalled = (
+            math.isfinite(drain)
+            and drain < cfg.min_drain_ratio
+            and (not math.isfinite(drain_s) or drain_s < cfg.min_drain_ratio)
+        )
+        holding = (
+            stalled
+            or fired is not None
+            or (math.isfinite(drain) and drain < (1 + cfg.min_drain_ratio) / 2)
+        )
+        if not (stalled or fired or holding):
+            continue
+        pending = _at(frame, "pending_over_sla", key, i)
+        backlog = max(
+            0.0, (req if math.isfinite(req) else 0) - (done if math.isfinite(done) else 0)
+        )
+        per_hour = backlog * (timedelta(hours=1) / cfg.drain_window)
+        dims = dims_of(key)
+        where = ", ".join(f"{k}={v}" for k, v in dims.items()) or "all PSPs"
+        parts = []
+        if fired is not None:
+            parts.append(
+                f"SLA error budget burning {fired.burn_rate:g}x too fast over "
+                f"{format_duration(fired.long)} and {format_duration(fired.short)}"
+            )
+        if stalled:
+            parts.append(
+                f"only {drain:.0%} of refunds requested in the last "
+                f"{format_duration(cfg.drain_window)} completed; ~{per_hour:,.0f} an hour "
+                f"will miss the {format_duration(cfg.sla)} SLA at this rate"
+            )
+        start: datetime = frame.when(max(0, i - frame.steps(cfg.drain_window)))
+        finding = Finding(
+            detector=cfg.id,
+            severity=cfg.severity,
+            dimensions=dims,
+            title=f"Refunds at {where}: " + ("; ".join(parts) or "recovering"),
+            observed=drain,
+            expected=1.0,
+            band=(cfg.min_drain_ratio, 1.0),
+            onset=None,
+            at=frame.when(i),
+            unit="ratio",
+            queries=tuple(
+                QueryRef("prometheus", sigs[n], start, frame.when(i))
+                for n in (
+                    _name("requested", cfg.drain_window),
+                    _name("completed", cfg.drain_window),
+                    "pending_over_sla",
+                )
+            ),
+            details={
+                "burn_rates": burns,
+                "drain_ratio": drain,
+                "pending_over_sla": pending,
+                "forecast_breaches_per_hour": per_hour,
+                "objective": cfg.objective,
+            },
+        )
+        out.append(Assessment(key, bool(stalled or fired), holding, finding))
+    return out
+
+
+def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:
+    """When completions stopped keeping up: the first recent step whose short-window drain
+    fell below the threshold, walking back while it stays below."""
+    req = frame.present(_name("requested", cfg.drain_short)).get(a.key)
+    done = frame.present(_name("completed", cfg.drain_short)).get(a.key)
+    if req is None or done is None:
+        return None
+    j = i
+    while j > 0 and req[j - 1] > 0 and done[j - 1] / req[j - 1] < cfg.min_drain_ratio:
+        j -= 1
+    return frame.when(j) - cfg.drain_short + timedelta(seconds=frame.step)

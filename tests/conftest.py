@@ -29,6 +29,8 @@ CAPTURE_START = DATA_START + timedelta(hours=3, minutes=40)  # capture_failures 
 CAPTURE = timedelta(minutes=40)
 DROP_START = DATA_START + timedelta(hours=5, minutes=10)  # traffic_drop in GB, 30 minutes
 DROP = timedelta(minutes=30)
+STALL_START = DATA_START + timedelta(hours=3, minutes=30)  # refund_stall on adyen, 2 hours
+STALL = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ def simulation_spec():  # type: ignore[no-untyped-def]
                 "capture_failures", CAPTURE_START, CAPTURE, {"psp": "braintree"}, 1.0, "it-capture"
             ),
             Scenario("traffic_drop", DROP_START, DROP, {"country": "GB"}, 1.0, "it-drop"),
+            Scenario("refund_stall", STALL_START, STALL, {"psp": "adyen"}, 1.0, "it-refunds"),
         ),
     )
 

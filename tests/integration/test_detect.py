@@ -21,6 +21,7 @@ from tests.conftest import (
     GAP_START,
     OUTAGE,
     OUTAGE_START,
+    STALL_START,
     Stack,
 )
 
@@ -87,14 +88,24 @@ def test_every_detector_on_the_day_finds_each_incident_once_and_nothing_else(
         ("capture_failures", (("psp", "braintree"),)): CAPTURE_START,
         ("traffic_drop", (("country", "GB"),)): DROP_START,
         ("traffic_drop", (("psp", "worldpay"),)): GAP_START,  # reported as a data problem
+        ("refund_sla", (("psp", "adyen"),)): STALL_START,
     }
     assert set(raised) == set(expected_at)
     # Capture failures at this PSP's volume (about 70 captures a minute, 4 % failing) take
     # longer to tell from noise at a 1e-6 false-alarm rate than the big slices do.
-    slow = {("capture_failures", (("psp", "braintree"),)): 10 * M}
+    # A refund SLA is a day long: a stalled refund worker is caught within half an hour.
+    slow = {
+        ("capture_failures", (("psp", "braintree"),)): 10 * M,
+        ("refund_sla", (("psp", "adyen"),)): 30 * M,
+    }
     for key, onset in expected_at.items():
         assert onset < raised[key].at <= onset + slow.get(key, 6 * M), key
     gap = raised[("traffic_drop", (("psp", "worldpay"),))].finding
     assert gap.details["kind"] == "data_problem" and gap.severity.value == "warning"
     drop = raised[("traffic_drop", (("country", "GB"),))].finding
     assert drop.observed < 0.5 * drop.expected
+    refunds = raised[("refund_sla", (("psp", "adyen"),))].finding
+    assert (
+        refunds.details["drain_ratio"] < 0.5 and refunds.details["forecast_breaches_per_hour"] > 0
+    )
+    assert "will miss the 1d SLA" in refunds.title
