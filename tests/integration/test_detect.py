@@ -109,3 +109,32 @@ def test_every_detector_on_the_day_finds_each_incident_once_and_nothing_else(
         refunds.details["drain_ratio"] < 0.5 and refunds.details["forecast_breaches_per_hour"] > 0
     )
     assert "will miss the 1d SLA" in refunds.title
+
+
+def test_anomaly_on_a_user_signal_finds_the_latency_jump(stack: Stack) -> None:
+    from detectors.anomaly import Config as AnomalyConfig
+    from detectors.anomaly import Signal
+
+    cfg = AnomalyConfig(
+        enabled=True,
+        signals=[
+            Signal(
+                name="auth-latency-p95",
+                query=(
+                    "histogram_quantile(0.95, sum by (psp, le) "
+                    "(rate(payment_authorization_duration_seconds_bucket[5m])))"
+                ),
+                direction="up",
+                unit="s",
+            )
+        ],
+    )
+    prom = PrometheusSource(PrometheusConfig(url=stack.prometheus_url))
+    runs, _ = runs_for([cfg], M)
+    result = replay(prom, runs, DATA_START + timedelta(hours=2), DATA_END, M)
+    raised = [e for e in result.events if e.kind == "raised"]
+    assert [e.finding.dimensions for e in raised] == [
+        {"signal": "auth-latency-p95", "psp": "stripe"}
+    ]
+    assert OUTAGE_START < raised[0].at <= OUTAGE_START + 6 * M
+    assert raised[0].finding.observed > 3 * raised[0].finding.expected
