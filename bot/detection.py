@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 
-from bot.sources.base import MetricsSource, SourceError
+from bot.sources.base import MetricsSource, Series, SourceError
 from detectors.base import Assessment, DetectorConfig, Finding
 from detectors.signals import Frame, LabelKey, Offset, label_key
 from detectors.stats import Debouncer, Transition
@@ -83,7 +82,7 @@ def fetch_frame(
 
 def _range_chunked(
     source: MetricsSource, query: str, start: datetime, end: datetime, step: timedelta
-) -> list[Any]:
+) -> list[Series]:
     chunk = step * (MAX_POINTS_PER_QUERY - 1)
     merged: dict[LabelKey, tuple[list[float], list[float]]] = {}
     labels: dict[LabelKey, dict[str, str]] = {}
@@ -97,8 +96,6 @@ def _range_chunked(
             ts.extend(np.asarray(s.timestamps).tolist())
             vs.extend(np.asarray(s.values).tolist())
         t = t_end + step
-    from bot.sources.base import Series
-
     return [
         Series(labels[k], np.asarray(ts, dtype=float), np.asarray(vs, dtype=float))
         for k, (ts, vs) in merged.items()
@@ -124,7 +121,8 @@ class DetectorRun:
         return tuple(self.module.offsets(self.cfg))
 
     def lookback(self) -> timedelta:
-        return timedelta(seconds=self.module.lookback(self.cfg).total_seconds())
+        lb: timedelta = self.module.lookback(self.cfg)
+        return lb
 
     def step(self, frame: Frame, i: int) -> list[Event]:
         at = frame.when(i)

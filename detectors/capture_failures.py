@@ -61,23 +61,18 @@ def lookback(cfg: Config) -> timedelta:
     return cfg.window + timedelta(minutes=30)
 
 
-def _at(frame: Frame, name: str, key: tuple[tuple[str, str], ...], i: int) -> float:
-    arr = frame.present(name).get(key)
-    return float(arr[i]) if arr is not None and i < len(arr) else math.nan
-
-
 def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
     allowance = 1 - cfg.objective
     sigs = signals(cfg)
     out = []
     for key in frame.present("attempts"):
-        a, f = _at(frame, "attempts", key, i), _at(frame, "failures", key, i)
+        a, f = frame.at("attempts", key, i), frame.at("failures", key, i)
         if not (math.isfinite(a) and a >= cfg.min_attempts):
             continue
         f = f if math.isfinite(f) else 0.0
         test = proportion_excess(f, a, allowance, alpha=cfg.false_alarm_rate)
         ratio = f / a
-        a_s, f_s = _at(frame, "attempts_short", key, i), _at(frame, "failures_short", key, i)
+        a_s, f_s = frame.at("attempts_short", key, i), frame.at("failures_short", key, i)
         recent = not (math.isfinite(a_s) and a_s > 0) or (f_s or 0) / a_s >= allowance
         floor = cfg.min_ratio_of_allowance * allowance
         breach = test.significant and ratio >= floor and recent

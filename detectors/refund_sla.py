@@ -105,13 +105,6 @@ def lookback(cfg: Config) -> timedelta:
     return max(b.long for b in cfg.burn_windows) if cfg.burn_windows else cfg.drain_window
 
 
-def _at(frame: Frame, name: str, key: LabelKey, i: int) -> float:
-    arr = frame.present(name).get(key)
-    if arr is None or i < 0 or i >= len(arr) or not math.isfinite(arr[i]):
-        return math.nan
-    return float(arr[i])
-
-
 def _pending_rise(frame: Frame, key: LabelKey, i: int, w: timedelta) -> float:
     arr = frame.present("pending_over_sla").get(key)
     if arr is None or i >= len(arr) or not math.isfinite(arr[i]):
@@ -122,8 +115,8 @@ def _pending_rise(frame: Frame, key: LabelKey, i: int, w: timedelta) -> float:
 
 
 def _bad(frame: Frame, key: LabelKey, i: int, w: timedelta) -> tuple[float, float]:
-    late = _at(frame, _name("late", w), key, i)
-    requested = _at(frame, _name("requested", w), key, i)
+    late = frame.at(_name("late", w), key, i)
+    requested = frame.at(_name("requested", w), key, i)
     bad = (late if math.isfinite(late) else 0.0) + _pending_rise(frame, key, i, w)
     return bad, requested
 
@@ -153,10 +146,10 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
                 and bad_l >= cfg.min_bad_events
             ):
                 fired = b
-        req = _at(frame, _name("requested", cfg.drain_window), key, i)
-        done = _at(frame, _name("completed", cfg.drain_window), key, i)
-        req_s = _at(frame, _name("requested", cfg.drain_short), key, i)
-        done_s = _at(frame, _name("completed", cfg.drain_short), key, i)
+        req = frame.at(_name("requested", cfg.drain_window), key, i)
+        done = frame.at(_name("completed", cfg.drain_window), key, i)
+        req_s = frame.at(_name("requested", cfg.drain_short), key, i)
+        done_s = frame.at(_name("completed", cfg.drain_short), key, i)
         drain = done / req if math.isfinite(req) and req >= cfg.min_requests else math.nan
         drain_s = done_s / req_s if math.isfinite(req_s) and req_s > 0 else math.nan
         stalled = (
@@ -171,7 +164,7 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
         )
         if not (stalled or fired or holding):
             continue
-        pending = _at(frame, "pending_over_sla", key, i)
+        pending = frame.at("pending_over_sla", key, i)
         backlog = max(
             0.0, (req if math.isfinite(req) else 0) - (done if math.isfinite(done) else 0)
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -72,8 +72,6 @@ class Frame:
         return self.start + i * self.step
 
     def when(self, i: int) -> datetime:
-        from datetime import UTC
-
         return datetime.fromtimestamp(self.time(i), UTC)
 
     def index(self, t: float | datetime) -> int:
@@ -90,6 +88,13 @@ class Frame:
 
     def present(self, signal: str) -> dict[LabelKey, np.ndarray]:
         return self.data.get(signal, [{}])[0]
+
+    def at(self, signal: str, key: LabelKey, i: int) -> float:
+        """The present value of one series at index i; NaN when missing."""
+        arr = self.present(signal).get(key)
+        if arr is None or not 0 <= i < len(arr) or not math.isfinite(arr[i]):
+            return math.nan
+        return float(arr[i])
 
     def block(self, signal: str, offset: int) -> dict[LabelKey, np.ndarray]:
         blocks = self.data.get(signal)
@@ -153,28 +158,6 @@ def rollup(
             out[k] = np.where(finite, values, 0.0)
             seen[k] = finite
     return {k: np.where(seen[k], v, np.nan) for k, v in out.items()}
-
-
-def window_sum(values: np.ndarray, lo: int, hi: int) -> float:
-    """Sum of finite values in ``values[lo:hi]`` (clipped to the array)."""
-    lo, hi = max(lo, 0), min(hi, len(values))
-    if hi <= lo:
-        return 0.0
-    chunk = values[lo:hi]
-    return float(np.nansum(chunk)) if np.isfinite(chunk).any() else 0.0
-
-
-def value(values: np.ndarray | None, i: int) -> float:
-    if values is None or i < 0 or i >= len(values):
-        return math.nan
-    return float(values[i])
-
-
-def sparse_points(values: np.ndarray, end: int, every: int, count: int) -> np.ndarray:
-    """``count`` points ending before ``end`` spaced ``every`` apart (non-overlapping windows)."""
-    idx = np.arange(end - every, end - every * (count + 1), -every)
-    idx = idx[(idx >= 0) & (idx < len(values))]
-    return values[idx]
 
 
 def ratio_onset(

@@ -72,11 +72,6 @@ def lookback(cfg: Config) -> timedelta:
     return cfg.trailing + cfg.window
 
 
-def _at(frame: Frame, name: str, key: LabelKey, i: int) -> float:
-    arr = frame.present(name).get(key)
-    return float(arr[i]) if arr is not None and i < len(arr) else math.nan
-
-
 def _median_before(frame: Frame, name: str, key: LabelKey, i: int, cfg: Config) -> float:
     arr = frame.present(name).get(key)
     if arr is None:
@@ -92,10 +87,10 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
     keys = set(frame.present("lag_p95")) | set(frame.present("backlog_oldest_age"))
     out = []
     for key in sorted(keys):
-        p95 = _at(frame, "lag_p95", key, i)
-        age = _at(frame, "backlog_oldest_age", key, i)
-        processed = _at(frame, "processed", key, i)
-        failed = _at(frame, "failed", key, i)
+        p95 = frame.at("lag_p95", key, i)
+        age = frame.at("backlog_oldest_age", key, i)
+        processed = frame.at("processed", key, i)
+        failed = frame.at("failed", key, i)
         usual = _median_before(frame, "lag_p95", key, i, cfg)
         reasons: list[str] = []
         holding: list[str] = []
