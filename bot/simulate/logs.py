@@ -44,6 +44,12 @@ _SERVICES = (
 )
 _AUTHORS = ("a.kowalski", "m.tanaka", "s.okafor", "j.martin", "l.fischer", "r.silva", "deploy-bot")
 _FIRST = ("jane", "omar", "li", "sofia", "kwame", "anna", "diego", "yuki", "priya", "tom")
+_ROUTINE_CHANGES = (
+    "raise connection pool size to 80",
+    "enable retry jitter for PSP calls",
+    "flag saved_cards_v2 rolled to 25%",
+    "lower risk score threshold for returning buyers",
+)
 _DOMAINS = ("example.com", "mail.example.org", "shop.example.net", "example.co.uk")
 
 
@@ -410,17 +416,25 @@ def generate_changes(spec: SimulationSpec) -> tuple[list[dict[str, Any]], list[d
     docs: list[dict[str, Any]] = []
     linked: list[dict[str, Any]] = []
 
-    def deploy(at: datetime, service: str, description: str) -> dict[str, Any]:
-        v = versions[service]
-        v[2] += 1
+    def change(
+        at: datetime, service: str, kind: str, description: str, author: str | None = None
+    ) -> dict[str, Any]:
+        version = ""
+        if kind == "deploy":
+            v = versions[service]
+            v[2] += 1
+            version = f"{v[0]}.{v[1]}.{v[2]}"
         return {
             "@timestamp": _iso(at.timestamp()),
             "service": service,
-            "kind": "deploy",
-            "version": f"{v[0]}.{v[1]}.{v[2]}",
-            "author": str(rng.choice(_AUTHORS)),
+            "kind": kind,
+            "version": version,
+            "author": author or str(rng.choice(_AUTHORS)),
             "description": description,
         }
+
+    def deploy(at: datetime, service: str, description: str) -> dict[str, Any]:
+        return change(at, service, "deploy", description)
 
     day = spec.start.replace(hour=0, minute=0, second=0, microsecond=0)
     while day < spec.end:
@@ -435,25 +449,10 @@ def generate_changes(spec: SimulationSpec) -> tuple[list[dict[str, Any]], list[d
             for _ in range(int(rng.poisson(2))):
                 at = day + timedelta(minutes=int(rng.integers(9 * 60, 17 * 60)))
                 if spec.start <= at < spec.end:
-                    docs.append(
-                        {
-                            "@timestamp": _iso(at.timestamp()),
-                            "service": str(rng.choice(_SERVICES)),
-                            "kind": str(rng.choice(["config", "feature_flag"])),
-                            "version": "",
-                            "author": str(rng.choice(_AUTHORS)),
-                            "description": str(
-                                rng.choice(
-                                    [
-                                        "raise connection pool size to 80",
-                                        "enable retry jitter for PSP calls",
-                                        "flag saved_cards_v2 rolled to 25%",
-                                        "lower risk score threshold for returning buyers",
-                                    ]
-                                )
-                            ),
-                        }
-                    )
+                    service = str(rng.choice(_SERVICES))
+                    kind = str(rng.choice(["config", "feature_flag"]))
+                    what = str(rng.choice(_ROUTINE_CHANGES))
+                    docs.append(change(at, service, kind, what))
         day += timedelta(days=1)
     for s in spec.scenarios:
         before = timedelta(minutes=int(rng.integers(3, 12)))
@@ -466,35 +465,28 @@ def generate_changes(spec: SimulationSpec) -> tuple[list[dict[str, Any]], list[d
         elif s.kind == "refund_stall":
             ev = deploy(at, "refund-worker", "new refund batching scheduler")
         elif s.kind == "capture_failures":
-            ev = {
-                "@timestamp": _iso(at.timestamp()),
-                "service": "payment-orchestrator",
-                "kind": "config",
-                "version": "",
-                "author": str(rng.choice(_AUTHORS)),
-                "description": f"capture delay for {s.dims.get('psp')} raised from 24h to 7d",
-            }
+            psp = s.dims.get("psp")
+            ev = change(
+                at,
+                "payment-orchestrator",
+                "config",
+                f"capture delay for {psp} raised from 24h to 7d",
+            )
         elif s.kind == "traffic_drop":
             where = s.dims.get("country") or s.dims.get("psp")
-            ev = {
-                "@timestamp": _iso(at.timestamp()),
-                "service": "checkout-api",
-                "kind": "feature_flag",
-                "version": "",
-                "author": str(rng.choice(_AUTHORS)),
-                "description": f"flag new_checkout_flow enabled for {where}",
-            }
+            ev = change(
+                at, "checkout-api", "feature_flag", f"flag new_checkout_flow enabled for {where}"
+            )
         elif s.kind == "psp_outage":
-            at = s.start + timedelta(minutes=int(rng.integers(5, 10)))
-            ev = {
-                "@timestamp": _iso(min(at, s.end).timestamp()),
-                "service": "psp-status",
-                "kind": "psp_status",
-                "version": "",
-                "author": str(s.dims.get("psp")),
-                "description": f"{s.dims.get('psp')} status page: investigating elevated "
-                "API error rates",
-            }
+            psp = str(s.dims.get("psp"))
+            at = min(s.end, s.start + timedelta(minutes=int(rng.integers(5, 10))))
+            ev = change(
+                at,
+                "psp-status",
+                "psp_status",
+                f"{psp} status page: investigating elevated API error rates",
+                author=psp,
+            )
         if ev is not None:
             docs.append(ev)
             linked.append({"scenario": s.label, **ev})

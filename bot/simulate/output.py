@@ -16,51 +16,54 @@ from bot.simulate.model import Family, Sample
 
 BULK_DOCS_PER_FILE = 5000
 
-LOGS_TEMPLATE: dict[str, Any] = {
-    "index_patterns": ["payments-logs-*"],
-    "template": {
-        "settings": {"number_of_shards": 1, "number_of_replicas": 0},
-        "mappings": {
-            "properties": {
-                "@timestamp": {"type": "date"},
-                "service": {"type": "keyword"},
-                "level": {"type": "keyword"},
-                "message": {
-                    "type": "text",
-                    "fields": {"keyword": {"type": "keyword", "ignore_above": 2048}},
-                },
-                "psp": {"type": "keyword"},
-                "method": {"type": "keyword"},
-                "country": {"type": "keyword"},
-                "event_type": {"type": "keyword"},
-                "error_code": {"type": "keyword"},
-                "decline_reason": {"type": "keyword"},
-                "http_status": {"type": "integer"},
-                "latency_ms": {"type": "float"},
-                "payment_id": {"type": "keyword"},
-                "refund_id": {"type": "keyword"},
-                "trace_id": {"type": "keyword"},
-                "merchant_id": {"type": "keyword"},
-            }
+
+def _index_template(pattern: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """A single-node index template (1 shard, no replicas) with explicit field types."""
+    return {
+        "index_patterns": [pattern],
+        "template": {
+            "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+            "mappings": {"properties": {"@timestamp": {"type": "date"}, **properties}},
         },
-    },
-}
-CHANGES_TEMPLATE: dict[str, Any] = {
-    "index_patterns": ["changes-*"],
-    "template": {
-        "settings": {"number_of_shards": 1, "number_of_replicas": 0},
-        "mappings": {
-            "properties": {
-                "@timestamp": {"type": "date"},
-                "service": {"type": "keyword"},
-                "kind": {"type": "keyword"},
-                "version": {"type": "keyword"},
-                "author": {"type": "keyword"},
-                "description": {"type": "text"},
-            }
+    }
+
+
+_KEYWORD = {"type": "keyword"}
+LOGS_TEMPLATE = _index_template(
+    "payments-logs-*",
+    {
+        **dict.fromkeys(
+            [
+                "service",
+                "level",
+                "psp",
+                "method",
+                "country",
+                "event_type",
+                "error_code",
+                "decline_reason",
+                "payment_id",
+                "refund_id",
+                "trace_id",
+                "merchant_id",
+            ],
+            _KEYWORD,
+        ),
+        "message": {
+            "type": "text",
+            "fields": {"keyword": {"type": "keyword", "ignore_above": 2048}},
         },
+        "http_status": {"type": "integer"},
+        "latency_ms": {"type": "float"},
     },
-}
+)
+CHANGES_TEMPLATE = _index_template(
+    "changes-*",
+    {
+        **dict.fromkeys(("service", "kind", "version", "author"), _KEYWORD),
+        "description": {"type": "text"},
+    },
+)
 
 
 def _escape(value: str) -> str:
