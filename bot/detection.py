@@ -62,7 +62,7 @@ def fetch_frame(
         for k, off in enumerate(offsets):
             shift = timedelta(seconds=off.seconds)
             try:
-                series = _range_chunked(source, query, start - shift, end - shift, step)
+                series = range_chunked(source, query, start - shift, end - shift, step)
             except SourceError as exc:
                 if off.seconds == 0:
                     frame.failed[name] = str(exc)
@@ -80,9 +80,10 @@ def fetch_frame(
     return frame
 
 
-def _range_chunked(
+def range_chunked(
     source: MetricsSource, query: str, start: datetime, end: datetime, step: timedelta
 ) -> list[Series]:
+    """``source.query_range`` over any length: split into chunks Prometheus accepts, merged."""
     chunk = step * (MAX_POINTS_PER_QUERY - 1)
     merged: dict[LabelKey, tuple[list[float], list[float]]] = {}
     labels: dict[LabelKey, dict[str, str]] = {}
