@@ -1,4 +1,4 @@
-"""The command line: config check exit codes and messages; unfinished commands say so."""
+"""The command line: config check exit codes and messages; argument errors name the option."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bot.cli import NOT_YET, app
+from bot.cli import app
 
 runner = CliRunner()
 
@@ -60,26 +60,33 @@ def test_config_check_bad_file(tmp_path: Path, body: str, expected: str) -> None
     assert str(f) in res.output
 
 
-def test_unfinished_commands_say_so(tokens: None) -> None:
+def test_backtest_refuses_a_bad_period_or_step(tmp_path: Path) -> None:
+    base = ["backtest", "--prometheus-url", "http://127.0.0.1:9", "-o", str(tmp_path / "o.json")]
+    res = runner.invoke(app, [*base, "--start", "2026-11-17T00:00Z", "--end", "2026-11-16T00:00Z"])
+    assert res.exit_code == 2
+    assert "--end" in res.output and "after --start" in res.output
+    res = runner.invoke(
+        app, [*base, "--start", "2026-11-16T00:00Z", "--end", "2026-11-17T00:00Z", "--step", "x"]
+    )
+    assert res.exit_code == 2
+    assert "--step" in res.output and "bad duration" in res.output
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_backtest_validates_times_first() -> None:
     res = runner.invoke(
         app,
         [
             "backtest",
             "--prometheus-url",
             "http://x",
+            "-o",
+            "o.json",
             "--start",
-            "2026-11-16T00:00Z",
+            "yesterday",
             "--end",
-            "2026-11-17T00:00Z",
+            "now",
         ],
-    )
-    assert res.exit_code == NOT_YET
-    assert "not implemented yet" in res.output
-
-
-def test_backtest_validates_times_first() -> None:
-    res = runner.invoke(
-        app, ["backtest", "--prometheus-url", "http://x", "--start", "yesterday", "--end", "now"]
     )
     assert res.exit_code == 2
     assert "ISO 8601" in res.output
