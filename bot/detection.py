@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import ModuleType
@@ -25,7 +26,10 @@ from detectors.stats import Debouncer, Transition
 
 log = logging.getLogger(__name__)
 
-MAX_POINTS_PER_QUERY = 10_000  # Prometheus refuses more than 11,000 points per series
+# Prometheus refuses more than 11,000 points per series; a day at one-minute steps keeps each
+# request small enough for the source's timeout on wide queries.
+MAX_POINTS_PER_QUERY = 1_440
+FETCH_WORKERS = 4
 
 
 def detector_module(detector_id: str) -> ModuleType | None:
@@ -48,35 +52,51 @@ def fetch_frame(
     start: datetime,
     end: datetime,
     step: timedelta,
+    history: Collection[str] | None = None,
 ) -> Frame:
     """Fetch every signal for the present grid and each history offset, once.
 
-    A signal that cannot be read is recorded in ``frame.failed`` (and logged) and left
-    empty: the detector sees missing data, never zeros.
+    ``history`` names the signals a detector reads in past weeks/days (default: all); the
+    others are fetched for the present only. Requests run a few at a time, in chunks of at
+    most a day of points, so one heavy query never meets the source's timeout. A signal that
+    cannot be read is recorded in ``frame.failed`` (and logged) and left empty: the detector
+    sees missing data, never zeros.
     """
     step_s = step.total_seconds()
     n = int((end - start) / step) + 1
     frame = Frame(start.timestamp(), step_s, n, tuple(offsets))
-    for name, query in signals.items():
-        frame.queries[name] = query
-        for k, off in enumerate(offsets):
-            shift = timedelta(seconds=off.seconds)
-            try:
-                series = range_chunked(source, query, start - shift, end - shift, step)
-            except SourceError as exc:
-                if off.seconds == 0:
-                    frame.failed[name] = str(exc)
-                    log.warning("signal %s could not be read: %s", name, exc)
-                series = []
-            arrays: dict[LabelKey, np.ndarray] = {}
-            base = (start - shift).timestamp()
-            for s in series:
-                arr = np.full(n, np.nan)
-                idx = np.rint((np.asarray(s.timestamps) - base) / step_s).astype(np.int64)
-                ok = (idx >= 0) & (idx < n)
-                arr[idx[ok]] = np.asarray(s.values)[ok]
-                arrays[label_key(s.labels)] = arr
-            frame.put(name, k, arrays)
+    jobs = [
+        (name, k, off)
+        for name in signals
+        for k, off in enumerate(offsets)
+        if off.seconds == 0 or history is None or name in history
+    ]
+    frame.queries.update(signals)
+
+    def one(job: tuple[str, int, Offset]) -> list[Series]:
+        name, _, off = job
+        shift = timedelta(seconds=off.seconds)
+        return range_chunked(source, signals[name], start - shift, end - shift, step)
+
+    with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
+        futures = [pool.submit(one, job) for job in jobs]
+    for (name, k, off), fut in zip(jobs, futures, strict=True):
+        try:
+            series = fut.result()
+        except SourceError as exc:
+            if off.seconds == 0:
+                frame.failed[name] = str(exc)
+                log.warning("signal %s could not be read: %s", name, exc)
+            series = []
+        arrays: dict[LabelKey, np.ndarray] = {}
+        base = (start - timedelta(seconds=off.seconds)).timestamp()
+        for s in series:
+            arr = np.full(n, np.nan)
+            idx = np.rint((np.asarray(s.timestamps) - base) / step_s).astype(np.int64)
+            ok = (idx >= 0) & (idx < n)
+            arr[idx[ok]] = np.asarray(s.values)[ok]
+            arrays[label_key(s.labels)] = arr
+        frame.put(name, k, arrays)
     return frame
 
 
@@ -120,6 +140,10 @@ class DetectorRun:
 
     def offsets(self) -> tuple[Offset, ...]:
         return tuple(self.module.offsets(self.cfg))
+
+    def history(self) -> Collection[str] | None:
+        fn = getattr(self.module, "history_signals", None)
+        return None if fn is None else set(fn(self.cfg))
 
     def lookback(self) -> timedelta:
         lb: timedelta = self.module.lookback(self.cfg)
@@ -199,16 +223,22 @@ def replay(
     events: list[Event] = []
     failed: dict[str, str] = {}
     frames: dict[str, Frame] = {}
-    for run in runs:
-        lb = run.lookback()
-        frame_start = start - lb
-        frame = fetch_frame(source, run.signals(), run.offsets(), frame_start, end, step)
-        frames[run.cfg.id] = frame
-        failed.update({f"{run.cfg.id}.{k}": v for k, v in frame.failed.items()})
-        every = max(1, math.ceil(run.cfg.interval / step))
-        first = frame.index(start)
-        for i in range(first, frame.n, every):
-            events.extend(run.step(frame, i))
+
+    def fetch(run: DetectorRun) -> Frame:
+        return fetch_frame(
+            source, run.signals(), run.offsets(), start - run.lookback(), end, step, run.history()
+        )
+
+    # Fetch the next detectors' frames while the current one steps through its own.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = [pool.submit(fetch, run) for run in runs]
+        for run, fut in zip(runs, pending, strict=True):
+            frame = fut.result()
+            frames[run.cfg.id] = frame
+            failed.update({f"{run.cfg.id}.{k}": v for k, v in frame.failed.items()})
+            every = max(1, math.ceil(run.cfg.interval / step))
+            for i in range(frame.index(start), frame.n, every):
+                events.extend(run.step(frame, i))
     events.sort(key=lambda e: e.at)
     active = [f for run in runs for f in run.active.values()]
     return Replay(events, active, failed, frames)

@@ -386,10 +386,20 @@ def _incident(i: int, raw: object) -> _Incident:
     return _Incident(str(raw["id"]), str(raw["detector"]), opened_at, dims)
 
 
+def dims_intersect(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    """Whether two slices share traffic: no dimension they both name differs.
+
+    ``{method: card}`` and ``{country: BR}`` intersect (card payments in Brazil), so a
+    country's failure-rate page during a card outage is a symptom of it (a duplicate page),
+    not a false page; ``{psp: stripe}`` and ``{psp: adyen}`` do not.
+    """
+    return all(a[k] == b[k] for k in a.keys() & b.keys())
+
+
 def _can_cause(s: LabelledScenario, inc: _Incident) -> bool:
     if not s.start - MATCH_BEFORE <= inc.opened_at <= s.end + MATCH_AFTER:
         return False
-    return inc.detector in s.expected_detectors or dims_related(inc.dims, s.dims)
+    return inc.detector in s.expected_detectors or dims_intersect(inc.dims, s.dims)
 
 
 def _preference(s: LabelledScenario, inc: _Incident) -> tuple[bool, bool, bool, timedelta]:

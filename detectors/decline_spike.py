@@ -112,6 +112,11 @@ def offsets(cfg: Config) -> tuple[Offset, ...]:
     return seasonal_offsets(cfg.baseline.weeks)
 
 
+def history_signals(cfg: Config) -> set[str]:
+    """The signals read in past weeks and days (the others are fetched for the present)."""
+    return {"attempts", "failures"}
+
+
 def lookback(cfg: Config) -> timedelta:
     return cfg.trailing + cfg.window * 2
 

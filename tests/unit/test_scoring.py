@@ -397,3 +397,18 @@ def test_format_misses_lists_one_line_per_miss_and_false_page() -> None:
     assert len(false) == 2
     assert "f2" in false[0] and "no injected problem" in false[0] and "platform-wide" in false[0]
     assert "f1" in false[1] and "during harmless flash_sale-1" in false[1]
+
+
+def test_a_symptom_on_an_intersecting_slice_is_a_duplicate_not_a_false_page() -> None:
+    card = scen("method_failure-1", 600, 30, method="card")
+    incidents = [
+        inc("a", 603, method="card"),
+        inc("b", 605, "static_country_rule", country="BR"),  # card payments in BR failed too
+        inc("c", 606, "static_psp_rule", psp="adyen"),  # also shares traffic with card
+    ]
+    s = score(incidents, [card], T0, END)
+    assert (s.detected, s.duplicates, s.false_pages) == (1, 2, 0)
+    # but a slice that cannot contain the problem's traffic is not caused by it
+    outage = scen("psp_outage-2", 600, psp="stripe")
+    s = score([inc("a", 603, psp="stripe"), inc("x", 604, "rule", psp="adyen")], [outage], T0, END)
+    assert (s.duplicates, s.false_pages) == (0, 1)

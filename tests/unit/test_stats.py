@@ -653,3 +653,30 @@ def test_transitions_respect_for_and_clear_after(breaches: list[bool]) -> None:
 
 def test_mad_constant_is_the_normal_consistency_factor() -> None:
     assert pytest.approx(1 / sst.norm.ppf(0.75), rel=1e-4) == MAD_TO_SD
+
+
+@pytest.mark.parametrize("dispersion", [0.0, 0.01, 0.3])
+@pytest.mark.parametrize("mu", [0.0, 0.4, 3.0, 57.5, 2_000.0])
+def test_fast_count_distribution_equals_scipy_stats(mu: float, dispersion: float) -> None:
+    from detectors.stats import _count_dist
+
+    d = _count_dist(mu, dispersion)
+    if math.isinf(d.r):
+        ref = sst.poisson(mu)
+    else:
+        ref = sst.nbinom(d.r, d.r / (d.r + mu))
+    for q in (1e-6, 0.01, 0.5, 0.99, 1 - 1e-6):
+        assert d.ppf(q) == int(ref.ppf(q)), q
+    for k in {0, 1, int(mu), int(mu * 1.5) + 1, int(mu * 3) + 5}:
+        assert d.cdf(k) == pytest.approx(float(ref.cdf(k)), rel=1e-9, abs=1e-300)
+        assert d.sf_ge(k) == pytest.approx(float(ref.sf(k - 1)), rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize(("n", "p"), [(1, 0.5), (40, 0.02), (900, 0.07), (50_000, 0.3)])
+def test_binomial_band_equals_scipy_stats(n: int, p: float) -> None:
+    from detectors.stats import _proportion_tail_and_band
+
+    for k in (0, 1, int(n * p), int(n * p * 2) + 1):
+        tail, lo, hi = _proportion_tail_and_band(k, n, p, 0.0, 1e-6)
+        assert tail == pytest.approx(float(sst.binom.sf(k - 1, n, p)) if k else 1.0, rel=1e-9)
+        assert (lo, hi) == (int(sst.binom.ppf(1e-6, n, p)), int(sst.binom.ppf(1 - 1e-6, n, p)))
