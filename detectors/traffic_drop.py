@@ -3,11 +3,15 @@
 Each value of each configured dimension (``country``, ``psp``) is judged on its own:
 
 - expected attempts over ``window``: the median of the same time of week in past weeks (else
-  yesterday), scaled by how the last hours compared with those same hours then (growth,
-  a holiday); without history, the mean of the trailing hour before the window;
+  yesterday), scaled by how the last ``scale_window`` compared with those same hours then
+  (growth, a holiday; the median of 15-minute ratios, so a flash sale in either day does
+  not skew it); without history, the mean of the trailing hour before the window;
 - a drop breaches when attempts are below ``max_drop_ratio`` of expected, improbably so
   (Poisson/negative-binomial lower tail at ``false_alarm_rate``), with at least
-  ``min_expected`` expected, and the last ``short_window`` is also low;
+  ``min_expected`` expected, the last ``short_window`` also low, and attempts below
+  ``max_sudden_ratio`` of the half hour before: broken checkouts fall off a cliff, while a
+  baseline that is merely off (yesterday's flash sale, a Sunday against a Monday) does not;
+- once raised it holds while attempts stay below the midpoint of ``max_drop_ratio`` and 1;
 - missing data is not a drop: when any series of a slice is older than ``max_staleness``
   (scrape gap, exporter or source down) the slice is not judged and a data problem is
   reported instead (key ``{"data": "stale", ...}``, severity warning).
@@ -32,7 +36,7 @@ from detectors.base import (
     QueryRef,
     Severity,
 )
-from detectors.signals import Frame, LabelKey, Offset, seasonal_offsets
+from detectors.signals import Cum, Frame, LabelKey, Offset, seasonal_offsets
 from detectors.stats import count_shortfall, cusum_onset
 
 
@@ -63,10 +67,26 @@ class Config(DetectorConfig):
     dispersion: float = Field(
         default=0.01, ge=0, description="negative-binomial extra variance (mu + d mu^2)"
     )
-    trailing: Duration = Field(default=timedelta(hours=1))
+    trailing: Duration = Field(
+        default=timedelta(hours=1), description="fallback baseline when there is no history"
+    )
+    scale_window: Duration = Field(
+        default=timedelta(hours=3),
+        description="today against the history over this long scales the seasonal baseline",
+    )
+    sudden_window: Duration = Field(
+        default=timedelta(minutes=30), description="the level a sudden drop is measured from"
+    )
+    max_sudden_ratio: float = Field(
+        default=0.7,
+        gt=0,
+        lt=1,
+        description="a drop must also fall below this share of the level just before it",
+    )
 
 
 HALF_POOL = 10
+SCALE_BUCKET = timedelta(minutes=15)
 
 
 def signals(cfg: Config) -> dict[str, str]:
@@ -90,7 +110,7 @@ def history_signals(cfg: Config) -> set[str]:
 
 
 def lookback(cfg: Config) -> timedelta:
-    return cfg.trailing + cfg.window * 2 + timedelta(hours=1)
+    return max(cfg.trailing, cfg.scale_window, cfg.sudden_window) + cfg.window * 2
 
 
 def _staleness(frame: Frame, cfg: Config, key: LabelKey, i: int) -> str:
@@ -116,6 +136,28 @@ def _staleness(frame: Frame, cfg: Config, key: LabelKey, i: int) -> str:
     return "partial" if fresh else "all"
 
 
+def _scale(cur: Cum, hist: Cum, lo: int, hi: int, bucket: int) -> float:
+    """How today compares with the history block over [lo, hi): the median ratio of
+    bucket sums, so a flash sale or an earlier incident in either does not skew it."""
+    ratios = []
+    for a in range(max(lo, 0), hi - bucket + 1, bucket):
+        cs, cn = cur.sum(a, a + bucket)
+        hs, hn = hist.sum(a, a + bucket)
+        if cn >= bucket // 2 and hn >= bucket // 2 and hs > 0:
+            ratios.append((cs / cn) / (hs / hn))
+    return float(np.median(ratios)) if ratios else math.nan
+
+
+def _recent_level(frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int) -> float:
+    """Mean attempts per window over ``sudden_window`` before the current window."""
+    cur = frame.cumulative("attempts", 0, dims).get(key)
+    if cur is None:
+        return math.nan
+    w = frame.steps(cfg.window)
+    s, n = cur.sum(i - w - frame.steps(cfg.sudden_window), i - w)
+    return s / n if n >= frame.steps(cfg.sudden_window) // 2 else math.nan
+
+
 def _expected(
     frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int
 ) -> tuple[float, str]:
@@ -124,6 +166,7 @@ def _expected(
         return math.nan, "none"
     w = frame.steps(cfg.window)
     recent_lo, recent_hi = i - frame.steps(cfg.trailing) - w, i - w
+    bucket = max(1, frame.steps(SCALE_BUCKET))
     for kind in ("weekly", "daily"):
         values, scales = [], []
         for k in frame.history(kind):
@@ -134,10 +177,9 @@ def _expected(
             if n < HALF_POOL:
                 continue
             values.append(s / n)
-            hs, hn = hist.sum(recent_lo, recent_hi)
-            cs, cn = cur.sum(recent_lo, recent_hi)
-            if hn and cn and hs > 0:
-                scales.append((cs / cn) / (hs / hn))
+            scale = _scale(cur, hist, i - w - frame.steps(cfg.scale_window), i - w, bucket)
+            if math.isfinite(scale):
+                scales.append(scale)
         if len(values) >= (cfg.baseline.min_weeks if kind == "weekly" else 1):
             scale = float(np.clip(np.median(scales), 0.5, 2.0)) if scales else 1.0
             return float(np.median(values)) * scale, kind
@@ -178,7 +220,12 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
                 s_obs < cfg.max_drop_ratio * expected * short_ratio_steps
             )
             ratio = obs / expected
-            breach = test.significant and ratio < cfg.max_drop_ratio and recent_low
+            # A checkout that breaks falls off a cliff: attempts are also far below the
+            # half hour before. A baseline that is simply off (yesterday's flash sale, a
+            # Sunday compared with a Monday) shows no such cliff and does not page.
+            recent = _recent_level(frame, cfg, dims, key, i)
+            sudden = not math.isfinite(recent) or obs < cfg.max_sudden_ratio * recent
+            breach = test.significant and ratio < cfg.max_drop_ratio and recent_low and sudden
             holding = ratio < (1 + cfg.max_drop_ratio) / 2
             if not (breach or holding):
                 continue
