@@ -9,6 +9,7 @@ cycle). Detectors are pure (``detectors/<id>.py``: ``signals``, ``offsets``, ``l
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -134,6 +135,9 @@ class DetectorRun:
         )
         self.active: dict[LabelKey, Finding] = {}
         self._tracked: set[LabelKey] = set()
+        # A detector may take the keys it has raised (``assess(..., active=...)``), e.g. to
+        # let an open finding explain failures that would otherwise page a second slice.
+        self._wants_active = "active" in inspect.signature(module.assess).parameters
 
     def signals(self) -> dict[str, str]:
         return dict(self.module.signals(self.cfg))
@@ -152,7 +156,12 @@ class DetectorRun:
     def step(self, frame: Frame, i: int) -> list[Event]:
         at = frame.when(i)
         events: list[Event] = []
-        assessments: list[Assessment] = self.module.assess(self.cfg, frame, i)
+        if self._wants_active:
+            assessments: list[Assessment] = self.module.assess(
+                self.cfg, frame, i, active=frozenset(self.active)
+            )
+        else:
+            assessments = self.module.assess(self.cfg, frame, i)
         seen: set[LabelKey] = set()
         for a in assessments:
             if a.key in seen:

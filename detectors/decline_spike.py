@@ -11,17 +11,26 @@ Method (see DETECTION_NOTES.md):
 - A slice breaches when its failures over ``window`` are improbable under a beta-binomial
   around the expected rate (overdispersion estimated from its own recent windows), the rise is
   practically large (``min_rise_points`` and ``min_rise_ratio``), and the rate over the last
-  ``short_window`` is still high (so a two-minute blip is over before ``for`` elapses).
-- Attribution: the breaching slices are explained greedily. When one value of a dimension
-  carries ``explain_share`` of the excess failures of the total, it is reported instead of the
-  platform; a slice is reported only when its failures outside already reported slices are
-  still significant. Whether technical errors or issuer declines make the excess is told
-  apart from the ``outcome="error"`` signal; issuer reasons are fetched for the report.
+  ``short_window`` is still high (so a two-minute blip is over before ``for`` elapses); or,
+  for a smaller rise that persists, when it is improbable over ``long_window`` and each of the
+  last three whole windows is above the holding level (a blip touches at most two).
+- The expected rate is the larger of the seasonal one and the slice's own rate over
+  ``recent_window`` before ``long_window``: one past day is a noisy baseline, and a slice
+  running a little higher today than yesterday is not an incident. Raised findings hold
+  against the seasonal level only, so they do not clear by raising their own reference.
+- Attribution: among the breaching slices, the one whose removal leaves the most others
+  insignificant is reported first (a country's issuer spike explains the PSP carrying most
+  of it and the card method; the PSP does not explain the country's other PSPs), then the
+  rest are tested on what is left. The platform total is reported only when no single value
+  explains it. Slices already raised explain their failures while they hold, so the same
+  problem does not page again through an overlapping slice. Whether technical errors or
+  issuer declines make the excess is told apart from the ``outcome="error"`` signal.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -86,10 +95,15 @@ class Config(DetectorConfig):
         default=timedelta(hours=3),
         description="fallback baseline when there is no seasonal history",
     )
-    explain_share: float = Field(
-        default=0.75, gt=0.5, le=1, description="share of the excess one value must carry"
-    )
     min_overdispersion: float = Field(default=0.0, ge=0, lt=0.5)
+    recent_window: Duration = Field(
+        default=timedelta(hours=1),
+        description="the level before ``long_window`` a rise must also stand out from",
+    )
+    long_window: Duration = Field(
+        default=timedelta(minutes=30),
+        description="a smaller rise that persists is judged over this long (whole windows)",
+    )
 
 
 HALF_POOL = 15  # steps either side of the same time of week pooled into a history rate
@@ -118,7 +132,7 @@ def history_signals(cfg: Config) -> set[str]:
 
 
 def lookback(cfg: Config) -> timedelta:
-    return cfg.trailing + cfg.window * 2
+    return max(cfg.trailing, cfg.long_window + cfg.recent_window) + cfg.window * 2
 
 
 @dataclass
@@ -133,10 +147,29 @@ class Slice:
     p_value: float
     band: tuple[float, float]
     threshold: float  # the rate that counts as a practical rise
+    long_attempts: float = 0.0
+    long_failures: float = 0.0
+    long_p_value: float = 1.0
+    persistent: bool = False  # the last three whole windows each above the holding level
+    windows: tuple[int, ...] = ()  # the frame indices of the whole windows that breached
 
     @property
     def rate(self) -> float:
         return self.failures / self.attempts if self.attempts else math.nan
+
+    @property
+    def long_rate(self) -> float:
+        return self.long_failures / self.long_attempts if self.long_attempts else math.nan
+
+    seasonal: float = math.nan  # the seasonal expectation alone (``expected`` may be higher)
+    hold_rise: float = 0.0
+
+    @property
+    def holding_level(self) -> float:
+        """Measured from the seasonal level only, so a finding does not clear itself by
+        raising the recent level it is compared with."""
+        base = self.seasonal if math.isfinite(self.seasonal) else self.expected
+        return base + 0.5 * self.hold_rise
 
     @property
     def excess(self) -> float:
@@ -174,6 +207,21 @@ def _expected_rate(
     return fs / as_, "trailing", _overdispersion(frame, cfg, dims, key, i)
 
 
+def _recent_rate(frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int) -> float:
+    """The slice's failure rate over ``recent_window`` ending where ``long_window`` begins."""
+    f = frame.cumulative("failures", 0, dims).get(key)
+    a = frame.cumulative("attempts", 0, dims).get(key)
+    if f is None or a is None:
+        return math.nan
+    hi = i - frame.steps(cfg.long_window)
+    lo = hi - frame.steps(cfg.recent_window)
+    fs, _ = f.sum(lo, hi)
+    as_, an = a.sum(lo, hi)
+    if an < frame.steps(cfg.recent_window) // 2 or as_ <= 0:
+        return math.nan
+    return fs / as_
+
+
 def _overdispersion(
     frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int
 ) -> float:
@@ -198,6 +246,9 @@ def _overdispersion(
 def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Slice]]:
     out = []
     groups: list[tuple[str, ...]] = [(), *((d,) for d in cfg.dimensions)]
+    w = frame.steps(cfg.window)
+    k = max(1, round(cfg.long_window / cfg.window))
+    long_idx = np.array([j for j in range(i, i - k * w, -w) if j >= 0], dtype=np.int64)
     for dims in groups:
         attempts = frame.rolled("attempts", 0, dims)
         failures = frame.rolled("failures", 0, dims)
@@ -205,34 +256,57 @@ def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Sl
         att_s = frame.rolled("attempts_short", 0, dims)
         fail_s = frame.rolled("failures_short", 0, dims)
         for key, a_arr in attempts.items():
-            a = float(a_arr[i]) if i < len(a_arr) else math.nan
-            f = _at(failures.get(key), i)
-            if not math.isfinite(a) or a < cfg.min_attempts or not math.isfinite(f):
+            a = _at(a_arr, i)
+            f_arr = failures.get(key)
+            f = _at(f_arr, i)
+            if not (math.isfinite(a) and math.isfinite(f)) or f_arr is None:
                 continue
-            expected, kind, rho = _expected_rate(frame, cfg, dims, key, i)
-            if not math.isfinite(expected):
+            la_all, lf_all = a_arr[long_idx], f_arr[long_idx]
+            ok = np.isfinite(la_all) & np.isfinite(lf_all)
+            la, lf = float(la_all[ok].sum()), float(lf_all[ok].sum())
+            if a < cfg.min_attempts and (la < cfg.min_attempts or ok.sum() < len(long_idx)):
                 continue
-            test = proportion_excess(f, a, expected, overdispersion=rho, alpha=cfg.false_alarm_rate)
+            seasonal, kind, rho = _expected_rate(frame, cfg, dims, key, i)
+            if not math.isfinite(seasonal):
+                continue
+            # A rise must stand out from the seasonal level and from the level just before
+            # it: one past day is a noisy baseline, and today may simply run a little higher.
+            recent = _recent_rate(frame, cfg, dims, key, i)
+            expected = max(seasonal, recent) if math.isfinite(recent) else seasonal
+            alpha = cfg.false_alarm_rate
+            if a >= cfg.min_attempts:
+                test = proportion_excess(f, a, expected, overdispersion=rho, alpha=alpha)
+                p_value, band = test.p_value, (test.lower, test.upper)
+            else:
+                p_value, band = 1.0, (0.0, a)
             a_short, f_short = _at(att_s.get(key), i), _at(fail_s.get(key), i)
             short_rate = f_short / a_short if a_short and a_short > 0 else math.nan
             rise = max(cfg.min_rise_points / 100, (cfg.min_rise_ratio - 1) * expected)
-            out.append(
-                (
-                    dims,
-                    Slice(
-                        key=key,
-                        attempts=a,
-                        failures=f,
-                        errors=_at(errors.get(key), i, 0.0),
-                        short_rate=short_rate,
-                        expected=expected,
-                        baseline_kind=kind,
-                        p_value=test.p_value,
-                        band=(test.lower, test.upper),
-                        threshold=expected + rise,
-                    ),
-                )
+            slc = Slice(
+                key=key,
+                attempts=a,
+                failures=f,
+                errors=_at(errors.get(key), i, 0.0),
+                short_rate=short_rate,
+                expected=expected,
+                baseline_kind=kind,
+                p_value=p_value,
+                band=band,
+                threshold=expected + rise,
+                long_attempts=la,
+                long_failures=lf,
+                seasonal=seasonal,
+                hold_rise=max(cfg.min_rise_points / 100, (cfg.min_rise_ratio - 1) * seasonal),
             )
+            recent = long_idx[:3]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rates = lf_all[:3] / la_all[:3]
+            slc.persistent = len(recent) == 3 and bool(np.all(rates >= slc.holding_level))
+            if slc.persistent and la >= cfg.min_attempts and slc.long_rate >= slc.threshold:
+                slc.long_p_value = proportion_excess(
+                    lf, la, expected, overdispersion=rho, alpha=alpha
+                ).p_value
+            out.append((dims, slc))
     return out
 
 
@@ -242,41 +316,47 @@ def _at(arr: np.ndarray | None, i: int, default: float = math.nan) -> float:
     return float(arr[i])
 
 
-def _breaching(s: Slice, alpha: float) -> bool:
+def _breaching(s: Slice, cfg: Config, frame: Frame, i: int) -> bool:
+    """A sharp rise over ``window`` still on in the last minute, or a smaller one that
+    persists: significant over ``long_window`` with each of the last three whole windows
+    above the holding level (a two-minute blip touches at most two of them)."""
+    alpha = cfg.false_alarm_rate
     recent = not math.isfinite(s.short_rate) or s.short_rate >= s.threshold
-    return s.p_value < alpha and s.rate >= s.threshold and recent
+    if s.p_value < alpha and s.rate >= s.threshold and recent:
+        s.windows = (i,)
+        return True
+    if s.long_p_value < alpha:
+        w = frame.steps(cfg.window)
+        k = max(1, round(cfg.long_window / cfg.window))
+        s.windows = tuple(j for j in range(i, i - k * w, -w) if j >= 0)
+        return True
+    return False
 
 
 def _holding(s: Slice) -> bool:
-    return s.rate >= s.expected + 0.5 * (s.threshold - s.expected)
+    return s.rate >= s.holding_level
 
 
-def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
-    """Verdicts at index i: the slices that explain a rise in failed authorizations."""
+def assess(
+    cfg: Config, frame: Frame, i: int, active: Set[LabelKey] = frozenset()
+) -> list[Assessment]:
+    """Verdicts at index i: the slices that explain a rise in failed authorizations.
+
+    ``active`` are the slices already raised: while they hold they explain the failures in
+    them, so a PSP that carries much of a country's issuer spike is not paged separately
+    minutes later.
+    """
     stats = _slices(frame, cfg, i)
-    by_key = {s.key: s for _, s in stats}
-    hot = [s for _, s in stats if _breaching(s, cfg.false_alarm_rate)]
-    reported: list[Slice] = []
-    total = by_key.get(())
-    if total is not None and total in hot:
-        best = max(
-            (s for _, s in stats if s.key),
-            key=lambda s: s.excess,
-            default=None,
-        )
-        if best is not None and (
-            best.excess >= cfg.explain_share * total.excess
-            or not _residual_significant(frame, cfg, total, [best], i)
-        ):
-            reported.append(best)
-        else:
-            reported.append(total)
-    for s in sorted((s for s in hot if s.key), key=lambda s: -s.excess):
-        if s in reported:
-            continue
-        if not _residual_significant(frame, cfg, s, reported, i):
-            continue
-        reported.append(s)
+    hot = [s for _, s in stats if _breaching(s, cfg, frame, i)]
+    explained = [s for _, s in stats if s.key in active and _holding(s)]
+    # What open findings already explain does not page again.
+    pending = [
+        h
+        for h in hot
+        if h.key in active
+        or _residual_significant(frame, cfg, h, [e for e in explained if e is not h], i)
+    ]
+    reported = _explain(frame, cfg, pending, i)
     # Slices already raised keep being assessed (looser) so they can hold or clear.
     out = [_assessment(cfg, frame, s, i, breach=True) for s in reported]
     reported_keys = {s.key for s in reported}
@@ -284,6 +364,41 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
         if s.key not in reported_keys and _holding(s):
             out.append(_assessment(cfg, frame, s, i, breach=False))
     return out
+
+
+def _explain(frame: Frame, cfg: Config, hot: list[Slice], i: int) -> list[Slice]:
+    """The fewest, most general slices that explain the breaching ones.
+
+    The platform total is reported only when no single value explains it. Among overlapping
+    slices (a country, the PSP carrying most of it, the card method) the one whose removal
+    leaves the most others insignificant is the cause: removing the country explains the
+    PSP and the method, removing the PSP leaves the country's other PSPs failing.
+    """
+    pending = list(hot)
+    reported: list[Slice] = []
+    total = next((s for s in pending if s.key == ()), None)
+    if total is not None:
+        pending.remove(total)
+        if not any(not _residual_significant(frame, cfg, total, [c], i) for c in pending):
+            return [total]
+    while pending:
+
+        def explains(c: Slice, among: list[Slice] = pending) -> tuple[int, float]:
+            n = sum(
+                1
+                for h in among
+                if h is not c and not _residual_significant(frame, cfg, h, [*reported, c], i)
+            )
+            return n, c.excess
+
+        best = max(pending, key=explains)
+        reported.append(best)
+        pending = [
+            h
+            for h in pending
+            if h is not best and _residual_significant(frame, cfg, h, reported, i)
+        ]
+    return reported
 
 
 def _residual_significant(
@@ -297,6 +412,7 @@ def _residual_significant(
     fine_a = frame.block("attempts", 0)
     fine_f = frame.block("failures", 0)
     own = dict(s.key)
+    idx = np.array(s.windows or (i,), dtype=np.int64)
     a = f = 0.0
     for key, arr in fine_a.items():
         labels = dict(key)
@@ -304,8 +420,9 @@ def _residual_significant(
             continue
         if any(all(labels.get(d) == v for d, v in r.key) for r in reported):
             continue
-        a += _at(arr, i, 0.0)
-        f += _at(fine_f.get(key), i, 0.0)
+        fa = fine_f.get(key)
+        a += float(np.nansum(arr[idx]))
+        f += float(np.nansum(fa[idx])) if fa is not None else 0.0
     if a < cfg.min_attempts:
         return False
     rest = Slice(
