@@ -4,7 +4,8 @@ Volume-aware: a PSP breaches when its failures over ``window`` are improbable un
 failure rate the objective allows (binomial upper tail at ``false_alarm_rate``), the ratio is
 at least ``min_ratio_of_allowance`` times that allowance, and the last ``short_window`` is
 still failing (so a burst that is over does not page). Ten failures out of 300 captures is
-noise at 99.5 %; 100 out of 3,000 is not.
+noise at 99.5 %; 100 out of 3,000 is not. A smaller excess at a small PSP that persists is
+judged over ``long_window`` instead, with each of the last three windows still failing.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import math
 from datetime import datetime, timedelta
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from bot.config.types import Duration, EnvStr, StrictModel, format_duration
 from detectors.base import Assessment, DetectorConfig, Finding, QueryRef, Severity
-from detectors.signals import PRESENT, Frame, Offset, dims_of, ratio_onset
+from detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of, ratio_onset
 from detectors.stats import proportion_excess
 
 
@@ -41,6 +43,10 @@ class Config(DetectorConfig):
         default=2.0, ge=1, description="failure ratio must reach this multiple of 1 - objective"
     )
     false_alarm_rate: float = Field(default=1e-6, gt=0, lt=0.5)
+    long_window: Duration = Field(
+        default=timedelta(minutes=30),
+        description="a smaller excess that persists is judged over this long (whole windows)",
+    )
 
 
 def signals(cfg: Config) -> dict[str, str]:
@@ -58,7 +64,32 @@ def offsets(cfg: Config) -> tuple[Offset, ...]:
 
 
 def lookback(cfg: Config) -> timedelta:
-    return cfg.window + timedelta(minutes=30)
+    return cfg.long_window + cfg.window + timedelta(minutes=30)
+
+
+def _sustained(
+    cfg: Config, frame: Frame, key: LabelKey, i: int, floor: float, hold_level: float
+) -> bool:
+    """A smaller excess that persists: significant over ``long_window`` (whole windows), the
+    ratio there above the floor, and each of the last three windows above the holding level
+    (a short burst touches at most two of them)."""
+    w = frame.steps(cfg.window)
+    k = max(1, round(cfg.long_window / cfg.window))
+    idx = [j for j in range(i, i - k * w, -w) if j >= 0]
+    a_arr, f_arr = frame.present("attempts").get(key), frame.present("failures").get(key)
+    if a_arr is None or f_arr is None or len(idx) < 3:
+        return False
+    a, f = a_arr[idx], np.nan_to_num(f_arr[idx])
+    if not np.isfinite(a).all() or a.sum() < cfg.min_attempts:
+        return False
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if not bool(np.all(f[:3] / a[:3] >= hold_level)):
+            return False
+    la, lf = float(a.sum()), float(f.sum())
+    return (
+        lf / la >= floor
+        and proportion_excess(lf, la, 1 - cfg.objective, alpha=cfg.false_alarm_rate).significant
+    )
 
 
 def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
@@ -75,8 +106,11 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
         a_s, f_s = frame.at("attempts_short", key, i), frame.at("failures_short", key, i)
         recent = not (math.isfinite(a_s) and a_s > 0) or (f_s or 0) / a_s >= allowance
         floor = cfg.min_ratio_of_allowance * allowance
+        hold_level = allowance * (1 + cfg.min_ratio_of_allowance) / 2
         breach = test.significant and ratio >= floor and recent
-        holding = ratio >= allowance * (1 + cfg.min_ratio_of_allowance) / 2
+        if not breach:
+            breach = _sustained(cfg, frame, key, i, floor, hold_level)
+        holding = ratio >= hold_level
         if not (breach or holding):
             continue
         dims = dims_of(key)

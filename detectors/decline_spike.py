@@ -207,13 +207,15 @@ def _expected_rate(
     return fs / as_, "trailing", _overdispersion(frame, cfg, dims, key, i)
 
 
-def _recent_rate(frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int) -> float:
-    """The slice's failure rate over ``recent_window`` ending where ``long_window`` begins."""
+def _recent_rate(
+    frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int, before: timedelta
+) -> float:
+    """The slice's failure rate over ``recent_window`` ending ``before`` index i."""
     f = frame.cumulative("failures", 0, dims).get(key)
     a = frame.cumulative("attempts", 0, dims).get(key)
     if f is None or a is None:
         return math.nan
-    hi = i - frame.steps(cfg.long_window)
+    hi = i - frame.steps(before)
     lo = hi - frame.steps(cfg.recent_window)
     fs, _ = f.sum(lo, hi)
     as_, an = a.sum(lo, hi)
@@ -271,11 +273,16 @@ def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Sl
                 continue
             # A rise must stand out from the seasonal level and from the level just before
             # it: one past day is a noisy baseline, and today may simply run a little higher.
-            recent = _recent_rate(frame, cfg, dims, key, i)
+            recent = _recent_rate(frame, cfg, dims, key, i, cfg.long_window)
             expected = max(seasonal, recent) if math.isfinite(recent) else seasonal
+            # A sharp rise is tested against the level just before the current window (a step
+            # stands out from it at once, even when yesterday ran higher), and must still be
+            # practically large against both levels.
+            before = _recent_rate(frame, cfg, dims, key, i, cfg.window)
+            fast_ref = before if math.isfinite(before) else expected
             alpha = cfg.false_alarm_rate
             if a >= cfg.min_attempts:
-                test = proportion_excess(f, a, expected, overdispersion=rho, alpha=alpha)
+                test = proportion_excess(f, a, fast_ref, overdispersion=rho, alpha=alpha)
                 p_value, band = test.p_value, (test.lower, test.upper)
             else:
                 p_value, band = 1.0, (0.0, a)
