@@ -8,9 +8,9 @@ the SRE workbook's multi-window, multi-burn-rate method against the objective (9
 least ``burn_rate`` times too fast and the long window holds ``min_bad_events``.
 
 An SLA of a day makes burn rates slow to move, so the detector also watches the drain: when
-completions fall below ``min_drain_ratio`` of requests over ``drain_window`` (and over its
-short window), refunds are piling up and will breach; the finding forecasts how many at the
-current drain rate.
+completions over ``drain_short`` or ``drain_window`` fall below ``min_drain_ratio`` of the
+request rate over ``drain_reference``, improbably so (Poisson lower tail), refunds are piling
+up and will breach; the finding forecasts how many at the current drain rate.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pydantic import Field
 from bot.config.types import Duration, EnvStr, StrictModel, format_duration
 from detectors.base import Assessment, DetectorConfig, Finding, QueryRef, Severity
 from detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of
-from detectors.stats import burn_rate
+from detectors.stats import burn_rate, count_shortfall
 
 
 class Queries(StrictModel):
@@ -68,15 +68,21 @@ class Config(DetectorConfig):
     burn_windows: list[BurnWindow] = Field(default_factory=_default_windows)
     min_bad_events: int = Field(default=5, ge=0, description="bad events in the long window")
     drain_window: Duration = Field(default=timedelta(minutes=30))
-    drain_short: Duration = Field(default=timedelta(minutes=10))
+    drain_short: Duration = Field(default=timedelta(minutes=15))
     min_drain_ratio: float = Field(
         default=0.5, gt=0, lt=1, description="completions per request below this: not draining"
     )
-    min_requests: int = Field(default=20, ge=1, description="requests in the drain window")
+    min_requests: int = Field(
+        default=20, ge=1, description="requests over drain_reference to judge the drain"
+    )
+    drain_reference: Duration = Field(
+        default=timedelta(hours=1), description="the request rate completions must keep up with"
+    )
+    drain_false_alarm_rate: float = Field(default=1e-4, gt=0, lt=0.5)
 
 
 def _windows(cfg: Config) -> list[timedelta]:
-    ws = {cfg.drain_window, cfg.drain_short}
+    ws = {cfg.drain_window, cfg.drain_short, cfg.drain_reference}
     for b in cfg.burn_windows:
         ws |= {b.long, b.short}
     return sorted(ws)
@@ -121,6 +127,34 @@ def _bad(frame: Frame, key: LabelKey, i: int, w: timedelta) -> tuple[float, floa
     return bad, requested
 
 
+def _stalled(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
+    """Completions far below the request rate, improbably so.
+
+    In a steady state completions keep pace with requests whatever the processing delay
+    (what flows in flows out), so the completions over ``drain_short`` and ``drain_window``
+    are compared with the requests over ``drain_reference`` scaled to that window: a Poisson
+    lower tail at ``drain_false_alarm_rate`` and a ratio below ``min_drain_ratio``. Fifteen
+    minutes without a completion where ten were due is a stall; seven of twenty-one in a
+    lull after a surge of requests is not.
+    """
+    ref = frame.at(_name("requested", cfg.drain_reference), key, i)
+    if not math.isfinite(ref) or ref < cfg.min_requests:
+        return False
+    for w in (cfg.drain_short, cfg.drain_window):
+        done = frame.at(_name("completed", w), key, i)
+        if not math.isfinite(done):
+            continue
+        due = ref * (w / cfg.drain_reference)
+        if (
+            done < cfg.min_drain_ratio * due
+            and count_shortfall(
+                done, due, dispersion=0.05, alpha=cfg.drain_false_alarm_rate
+            ).significant
+        ):
+            return True
+    return False
+
+
 def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
     sigs = signals(cfg)
     keys = set(frame.present("pending_over_sla")) | set(
@@ -148,15 +182,8 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
                 fired = b
         req = frame.at(_name("requested", cfg.drain_window), key, i)
         done = frame.at(_name("completed", cfg.drain_window), key, i)
-        req_s = frame.at(_name("requested", cfg.drain_short), key, i)
-        done_s = frame.at(_name("completed", cfg.drain_short), key, i)
         drain = done / req if math.isfinite(req) and req >= cfg.min_requests else math.nan
-        drain_s = done_s / req_s if math.isfinite(req_s) and req_s > 0 else math.nan
-        stalled = (
-            math.isfinite(drain)
-            and drain < cfg.min_drain_ratio
-            and (not math.isfinite(drain_s) or drain_s < cfg.min_drain_ratio)
-        )
+        stalled = _stalled(cfg, frame, key, i)
         holding = (
             stalled
             or fired is not None
