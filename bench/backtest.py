@@ -104,7 +104,8 @@ def plan(start: datetime, end: datetime, seed: int, rounds: int) -> tuple[Scenar
             dims = {"method": pick("method")}
         else:
             dims = {"psp": pick("psp")}
-        label = f"{kind}-{'mild' if magnitude < 1 else 'severe'}-{begin:%d%H%M}"
+        variant = "confounder" if kind in _HARMLESS else "mild" if magnitude < 1 else "severe"
+        label = f"{kind}-{variant}-{begin:%d%H%M}"
         out.append(Scenario(kind, begin, duration, dims, magnitude, label))
         cursor = begin + duration
     if cursor > end:

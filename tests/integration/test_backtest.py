@@ -40,6 +40,8 @@ def test_backtest_writes_one_incident_per_injected_problem_and_scores_them(
             DATA_END.isoformat(),
             "--labels",
             str(stack.data_dir / "labels.json"),
+            "--compare-rules",
+            str(ROOT / "bench" / "static-rules.yml"),
             "--output",
             str(out),
         ],
@@ -66,10 +68,17 @@ def test_backtest_writes_one_incident_per_injected_problem_and_scores_them(
     # the scrape gap is a data problem, not a page
     [gap] = doc["data_problems"]
     assert gap["dimensions"] == {"psp": "worldpay"}
-    [s] = doc["scores"]
+    s, static = doc["scores"]
+    assert (s["name"], static["name"]) == ("paytriage", "static rules")
     assert (s["recall"], s["precision"], s["duplicates"], s["false_pages"]) == (1.0, 1.0, 0, 0)
     assert s["attribution"] == 1.0
-    assert "recall" in res.output and "precision" in res.output
+    # the static rules ran over the same range with for: semantics, side by side
+    alerts = doc["static_rules"]["alerts"]
+    assert any(a["detector"] == "PaymentPSPErrorRateHigh" for a in alerts)
+    assert static["incidents"] == len(alerts)
+    assert static["recall"] < 1.0 or static["duplicates"] > 0 or static["false_pages"] > 0
+    assert s["median_ttd_seconds"] < static["median_ttd_seconds"]
+    assert "static rules" in res.output and "recall" in res.output
     # the same history gives the same incidents, ids included
     again = tmp_path / "again.json"
     res2 = CliRunner().invoke(

@@ -105,8 +105,9 @@ def test_every_detector_on_the_day_finds_each_incident_once_and_nothing_else(
     drop = raised[("traffic_drop", (("country", "GB"),))].finding
     assert drop.observed < 0.5 * drop.expected
     refunds = raised[("refund_sla", (("psp", "adyen"),))].finding
+    # raised on the last 15 minutes' completions, while the 30-minute ratio is still falling
     assert (
-        refunds.details["drain_ratio"] < 0.5 and refunds.details["forecast_breaches_per_hour"] > 0
+        refunds.details["drain_ratio"] < 0.75 and refunds.details["forecast_breaches_per_hour"] > 0
     )
     assert "will miss the 1d SLA" in refunds.title
 
