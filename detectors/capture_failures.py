@@ -70,9 +70,9 @@ def lookback(cfg: Config) -> timedelta:
 def _sustained(
     cfg: Config, frame: Frame, key: LabelKey, i: int, floor: float, hold_level: float
 ) -> bool:
-    """A smaller excess that persists: significant over ``long_window`` (whole windows), the
-    ratio there above the floor, and each of the last three windows above the holding level
-    (a short burst touches at most two of them)."""
+    """A smaller excess that persists: each of the last three windows above the holding level
+    (a short burst touches at most two of them), and significant with a ratio above the floor
+    over those 15 minutes or over all of ``long_window`` (whole windows)."""
     w = frame.steps(cfg.window)
     k = max(1, round(cfg.long_window / cfg.window))
     idx = [j for j in range(i, i - k * w, -w) if j >= 0]
@@ -80,16 +80,20 @@ def _sustained(
     if a_arr is None or f_arr is None or len(idx) < 3:
         return False
     a, f = a_arr[idx], np.nan_to_num(f_arr[idx])
-    if not np.isfinite(a).all() or a.sum() < cfg.min_attempts:
+    if not np.isfinite(a).all():
         return False
     with np.errstate(divide="ignore", invalid="ignore"):
         if not bool(np.all(f[:3] / a[:3] >= hold_level)):
             return False
-    la, lf = float(a.sum()), float(f.sum())
-    return (
-        lf / la >= floor
-        and proportion_excess(lf, la, 1 - cfg.objective, alpha=cfg.false_alarm_rate).significant
-    )
+    for n_w in sorted({3, len(idx)}):  # the last 15 minutes, then all of long_window
+        la, lf = float(a[:n_w].sum()), float(f[:n_w].sum())
+        if (
+            la >= cfg.min_attempts
+            and lf / la >= floor
+            and proportion_excess(lf, la, 1 - cfg.objective, alpha=cfg.false_alarm_rate).significant
+        ):
+            return True
+    return False
 
 
 def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:

@@ -12,8 +12,9 @@ Method (see DETECTION_NOTES.md):
   around the expected rate (overdispersion estimated from its own recent windows), the rise is
   practically large (``min_rise_points`` and ``min_rise_ratio``), and the rate over the last
   ``short_window`` is still high (so a two-minute blip is over before ``for`` elapses); or,
-  for a smaller rise that persists, when it is improbable over ``long_window`` and each of the
-  last three whole windows is above the holding level (a blip touches at most two).
+  for a smaller rise that persists, when each of the last three whole windows is above the
+  holding level (a blip touches at most two) and the rise is improbable over those 15
+  minutes or over all of ``long_window``.
 - The expected rate is the larger of the seasonal one and the slice's own rate over
   ``recent_window`` before ``long_window``: one past day is a noisy baseline, and a slice
   running a little higher today than yesterday is not an incident. Raised findings hold
@@ -152,6 +153,7 @@ class Slice:
     long_p_value: float = 1.0
     persistent: bool = False  # the last three whole windows each above the holding level
     windows: tuple[int, ...] = ()  # the frame indices of the whole windows that breached
+    long_windows: tuple[int, ...] = ()  # the whole windows of the best sustained test
 
     @property
     def rate(self) -> float:
@@ -305,14 +307,18 @@ def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Sl
                 seasonal=seasonal,
                 hold_rise=max(cfg.min_rise_points / 100, (cfg.min_rise_ratio - 1) * seasonal),
             )
-            recent = long_idx[:3]
             with np.errstate(divide="ignore", invalid="ignore"):
                 rates = lf_all[:3] / la_all[:3]
-            slc.persistent = len(recent) == 3 and bool(np.all(rates >= slc.holding_level))
-            if slc.persistent and la >= cfg.min_attempts and slc.long_rate >= slc.threshold:
-                slc.long_p_value = proportion_excess(
-                    lf, la, expected, overdispersion=rho, alpha=alpha
-                ).p_value
+            slc.persistent = len(long_idx) >= 3 and bool(np.all(rates >= slc.holding_level))
+            # Sustained: the last three windows (15 min), then all of long_window, tested.
+            for n_w in sorted({3, len(long_idx)}) if slc.persistent else ():
+                sa, sf = float(np.nansum(la_all[:n_w])), float(np.nansum(lf_all[:n_w]))
+                if sa < cfg.min_attempts or sf / sa < slc.threshold:
+                    continue
+                p_long = proportion_excess(sf, sa, expected, overdispersion=rho, alpha=alpha)
+                if p_long.p_value < slc.long_p_value:
+                    slc.long_p_value = p_long.p_value
+                    slc.long_windows = tuple(int(j) for j in long_idx[:n_w])
             out.append((dims, slc))
     return out
 
@@ -333,9 +339,7 @@ def _breaching(s: Slice, cfg: Config, frame: Frame, i: int) -> bool:
         s.windows = (i,)
         return True
     if s.long_p_value < alpha:
-        w = frame.steps(cfg.window)
-        k = max(1, round(cfg.long_window / cfg.window))
-        s.windows = tuple(j for j in range(i, i - k * w, -w) if j >= 0)
+        s.windows = s.long_windows
         return True
     return False
 
