@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # request small enough for the source's timeout on wide queries.
 MAX_POINTS_PER_QUERY = 1_440
 FETCH_WORKERS = 4
+HISTORY_MARGIN = timedelta(minutes=30)
 
 
 def detector_module(detector_id: str) -> ModuleType | None:
@@ -74,10 +75,15 @@ def fetch_frame(
     ]
     frame.queries.update(signals)
 
+    # History blocks reach HISTORY_MARGIN past the present's end: pooling "the same time" a
+    # day or a week ago looks a little after it too, which is the past, not look-ahead.
+    margin = int(HISTORY_MARGIN / step)
+
     def one(job: tuple[str, int, Offset]) -> list[Series]:
         name, _, off = job
         shift = timedelta(seconds=off.seconds)
-        return range_chunked(source, signals[name], start - shift, end - shift, step)
+        extra = step * margin if off.seconds else timedelta(0)
+        return range_chunked(source, signals[name], start - shift, end - shift + extra, step)
 
     with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
         futures = [pool.submit(one, job) for job in jobs]
@@ -91,10 +97,11 @@ def fetch_frame(
             series = []
         arrays: dict[LabelKey, np.ndarray] = {}
         base = (start - timedelta(seconds=off.seconds)).timestamp()
+        size = n + (margin if off.seconds else 0)
         for s in series:
-            arr = np.full(n, np.nan)
+            arr = np.full(size, np.nan)
             idx = np.rint((np.asarray(s.timestamps) - base) / step_s).astype(np.int64)
-            ok = (idx >= 0) & (idx < n)
+            ok = (idx >= 0) & (idx < size)
             arr[idx[ok]] = np.asarray(s.values)[ok]
             arrays[label_key(s.labels)] = arr
         frame.put(name, k, arrays)

@@ -51,7 +51,7 @@ def signals(cfg: Config) -> dict[str, str]:
 
 
 def offsets(cfg: Config) -> tuple[Offset, ...]:
-    return seasonal_offsets(cfg.baseline.weeks)
+    return seasonal_offsets(cfg.baseline.weeks, cfg.baseline.days)
 
 
 def lookback(cfg: Config) -> timedelta:

@@ -64,6 +64,12 @@ class BaselineConfig(StrictModel):
 
     weeks: int = Field(default=4, ge=1, le=12, description="past weeks compared")
     min_weeks: int = Field(default=1, ge=1, description="weeks of history needed to judge")
+    days: int = Field(
+        default=3,
+        ge=1,
+        le=6,
+        description="past days compared (median) when there are not enough weeks of history",
+    )
 
 
 def default_dimensions() -> list[str]:

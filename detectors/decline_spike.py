@@ -6,7 +6,7 @@ Method (see DETECTION_NOTES.md):
   memory into the slices tested: the platform total and each dimension alone. A few large
   slices are tested, never every child slice, and the per-test false-alarm rate is tiny.
 - The expected failure rate of a slice is the median of its rate at the same time of week in
-  past weeks (pooled over +-15 minutes), else the same time yesterday, else a trailing
+  past weeks (pooled over +-15 minutes), else the median over the past few days, else a trailing
   window before the current one. A median over weeks ignores a past incident.
 - A slice breaches when its failures over ``window`` are improbable under a beta-binomial
   around the expected rate (overdispersion estimated from its own recent windows), the rise is
@@ -124,7 +124,7 @@ def signals(cfg: Config) -> dict[str, str]:
 
 
 def offsets(cfg: Config) -> tuple[Offset, ...]:
-    return seasonal_offsets(cfg.baseline.weeks)
+    return seasonal_offsets(cfg.baseline.weeks, cfg.baseline.days)
 
 
 def history_signals(cfg: Config) -> set[str]:

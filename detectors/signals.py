@@ -12,6 +12,7 @@ Fetching is the caller's business (``bot.detection``); everything here is pure.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -115,6 +116,25 @@ class Frame:
         ck = (signal, offset, tuple(sorted(dims)), "cum")
         if ck not in self._cache:
             self._cache[ck] = {k: Cum(v) for k, v in self.rolled(signal, offset, dims).items()}
+        return self._cache[ck]  # type: ignore[return-value]
+
+    def rolling_quantile(
+        self, signal: str, offset: int, dims: Sequence[str], half: int, q: float
+    ) -> dict[LabelKey, np.ndarray]:
+        """The ``q`` quantile of the rolled-up signal over ``[j - half, j + half]`` at each j
+        (NaN where fewer than ``half`` points are present), computed once per series."""
+        ck = (signal, offset, tuple(sorted(dims)), f"q{q}:{half}")
+        if ck not in self._cache:
+            out = {}
+            for key, arr in self.rolled(signal, offset, dims).items():
+                padded = np.concatenate([np.full(half, np.nan), arr, np.full(half, np.nan)])
+                windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
+                enough = np.isfinite(windows).sum(axis=1) >= half
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    vals = np.nanquantile(windows, q, axis=1)
+                out[key] = np.where(enough, vals, np.nan)
+            self._cache[ck] = out
         return self._cache[ck]  # type: ignore[return-value]
 
 

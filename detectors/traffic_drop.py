@@ -3,9 +3,11 @@
 Each value of each configured dimension (``country``, ``psp``) is judged on its own:
 
 - expected attempts over ``window``: the median of the same time of week in past weeks (else
-  yesterday), scaled by how the last ``scale_window`` compared with those same hours then
-  (growth, a holiday; the median of 15-minute ratios, so a flash sale in either day does
-  not skew it); without history, the mean of the trailing hour before the window;
+  of the same time on the past few days; each day's value is a low quantile of +-15 minutes
+  around it, so a sale that ended a little later that day does not count), scaled by how
+  the last ``scale_window`` compared with those same hours then (growth, a holiday; the
+  median of 15-minute ratios, so a flash sale in either day does not skew it); without
+  history, the mean of the trailing hour before the window;
 - a drop breaches when attempts are below ``max_drop_ratio`` of expected, improbably so
   (Poisson/negative-binomial lower tail at ``false_alarm_rate``), with at least
   ``min_expected`` expected, the last ``short_window`` also low, and attempts below
@@ -85,7 +87,10 @@ class Config(DetectorConfig):
     )
 
 
-HALF_POOL = 10
+HALF_POOL = 15
+# A low quantile of the history around the same time: a past flash sale that ended a few
+# minutes later than today's must not make today's normal traffic look like a drop.
+POOL_QUANTILE = 0.2
 SCALE_BUCKET = timedelta(minutes=15)
 
 
@@ -101,7 +106,7 @@ def signals(cfg: Config) -> dict[str, str]:
 
 
 def offsets(cfg: Config) -> tuple[Offset, ...]:
-    return seasonal_offsets(cfg.baseline.weeks)
+    return seasonal_offsets(cfg.baseline.weeks, cfg.baseline.days)
 
 
 def history_signals(cfg: Config) -> set[str]:
@@ -171,12 +176,10 @@ def _expected(
         values, scales = [], []
         for k in frame.history(kind):
             hist = frame.cumulative("attempts", k, dims).get(key)
-            if hist is None:
+            low = frame.rolling_quantile("attempts", k, dims, HALF_POOL, POOL_QUANTILE).get(key)
+            if hist is None or low is None or not 0 <= i < len(low) or not math.isfinite(low[i]):
                 continue
-            s, n = hist.sum(i - HALF_POOL, i + HALF_POOL + 1)
-            if n < HALF_POOL:
-                continue
-            values.append(s / n)
+            values.append(float(low[i]))
             scale = _scale(cur, hist, i - w - frame.steps(cfg.scale_window), i - w, bucket)
             if math.isfinite(scale):
                 scales.append(scale)
