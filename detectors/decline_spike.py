@@ -78,7 +78,7 @@ class Config(DetectorConfig):
     window: Duration = "5m"  # type: ignore[assignment]
     baseline: BaselineConfig = BaselineConfig()
     min_attempts: int = Field(
-        default=200, ge=1, description="attempts in the window to judge a slice"
+        default=100, ge=1, description="attempts in the window to judge a slice"
     )
     min_rise_points: float = Field(default=2.0, ge=0, description="rise in percentage points")
     min_rise_ratio: float = Field(default=1.25, ge=1, description="rise as a ratio of baseline")
