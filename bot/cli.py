@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 from bot import __version__
 from bot.config import ConfigError, load_settings, parse_duration
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="paytriage",
@@ -43,6 +46,16 @@ def _load(config: Path | None, secrets_for: tuple[str, ...] | None = None) -> ob
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+
+
+def _read_file(path: Path | None, reader: Callable[[Path], T], option: str) -> T | None:
+    """Read an input file given on the command line; its errors name the option."""
+    if path is None:
+        return None
+    try:
+        return reader(path)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
 def _parse_time(text: str | None, name: str) -> datetime | None:
@@ -276,22 +289,11 @@ def backtest(
         raise typer.BadParameter(str(exc), param_hint="--step") from None
     if step_td < timedelta(seconds=1):
         raise typer.BadParameter("must be at least 1s", param_hint="--step")
-    scenarios = None
-    if labels is not None:
-        from bot.scoring import load_labels
+    from bot.rules import load_rules
+    from bot.scoring import load_labels
 
-        try:
-            scenarios = load_labels(labels)
-        except (OSError, ValueError) as exc:
-            raise typer.BadParameter(str(exc), param_hint="--labels") from None
-    rules = None
-    if compare_rules is not None:
-        from bot.rules import load_rules
-
-        try:
-            rules = load_rules(compare_rules)
-        except (OSError, ValueError) as exc:
-            raise typer.BadParameter(str(exc), param_hint="--compare-rules") from None
+    scenarios = _read_file(labels, load_labels, "--labels")
+    rules = _read_file(compare_rules, load_rules, "--compare-rules")
     settings = _load(config, secrets_for=("sources",))
     assert isinstance(settings, Settings)
     prom_cfg = settings.sources.prometheus.model_copy(update={"url": prometheus_url})

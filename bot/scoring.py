@@ -34,6 +34,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bot.incidents.grouping import related
+
 __all__ = [
     "MATCH_AFTER",
     "MATCH_BEFORE",
@@ -345,17 +347,7 @@ def _time(value: object) -> datetime:
 # --- matching -----------------------------------------------------------------------------
 
 
-def dims_related(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
-    """Whether two sets of dimensions may describe the same problem.
-
-    True when one's keys are a subset of the other's and the shared keys have equal values:
-    ``{psp: stripe}`` relates to ``{psp: stripe, country: US}``, not to ``{psp: adyen}`` nor
-    to ``{country: US}``; ``{}`` (platform-wide) relates to everything.
-    """
-    shared = a.keys() & b.keys()
-    if any(a[k] != b[k] for k in shared):
-        return False
-    return len(shared) == min(len(a), len(b))
+dims_related = related  # one slice contains the other; {} relates to all (incident grouping)
 
 
 @dataclass(frozen=True)

@@ -187,10 +187,10 @@ def _proportion_tail_and_band(
         tail = float(special.bdtrc(k - 1, n, p)) if k > 0 else 1.0
         sd = math.sqrt(n * p * (1 - p))
 
-        def cdf(x: int) -> float:
+        def binom_cdf(x: int) -> float:
             return float(special.bdtr(x, n, p)) if x < n else 1.0
 
-        return tail, _ppf(cdf, alpha, n * p, sd, n), _ppf(cdf, 1 - alpha, n * p, sd, n)
+        return tail, _ppf(binom_cdf, alpha, n * p, sd, n), _ppf(binom_cdf, 1 - alpha, n * p, sd, n)
     pmf = _betabinom_pmf(n, p, rho)
     cdf = np.cumsum(pmf)
     upper_tail = np.cumsum(pmf[::-1])[::-1]  # upper_tail[j] = P(X >= j), summed from the tail

@@ -97,3 +97,17 @@ def test_help_lists_every_command() -> None:
     assert res.exit_code == 0
     for cmd in ("run", "demo", "detect", "backtest", "simulate", "config"):
         assert cmd in res.output
+
+
+def test_backtest_names_the_option_of_an_unreadable_input(tmp_path: Path) -> None:
+    bad = tmp_path / "labels.json"
+    bad.write_text("{not json")
+    rules = tmp_path / "rules.yml"
+    rules.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        for: soon\n")
+    base = ["backtest", "--prometheus-url", "http://127.0.0.1:9", "-o", str(tmp_path / "o.json")]
+    period = ["--start", "2026-11-16T00:00Z", "--end", "2026-11-17T00:00Z"]
+    res = runner.invoke(app, [*base, *period, "--labels", str(bad)])
+    assert res.exit_code == 2 and "--labels" in res.output and "JSON" in res.output
+    res = runner.invoke(app, [*base, *period, "--compare-rules", str(rules)])
+    assert res.exit_code == 2 and "--compare-rules" in res.output and "'for'" in res.output
+    assert not (tmp_path / "o.json").exists()
