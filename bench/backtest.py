@@ -8,7 +8,7 @@ test stack is left alone), then runs ``paytriage backtest --labels --compare-rul
 prints recall, precision, false pages per day, median time to detect, attribution,
 duplicates and the backtest's wall time, side by side with ``bench/static-rules.yml``.
 
-    python bench/backtest.py                 # 1 day of history + 2 days scored, seed 11
+    python bench/backtest.py                 # 3 days of history + 2 days scored, seed 11
     python bench/backtest.py --days 3 --seed 5 --history-days 7
 
 Data is kept under .bench/ and reused while its parameters are unchanged.
@@ -116,7 +116,7 @@ def plan(start: datetime, end: datetime, seed: int, rounds: int) -> tuple[Scenar
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--days", type=int, default=2, help="days scored (default 2)")
-    ap.add_argument("--history-days", type=int, default=1, help="history before them (1)")
+    ap.add_argument("--history-days", type=int, default=3, help="history before them (3)")
     ap.add_argument("--rounds", type=int, default=1, help="times each variant is played (1)")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--step", default="60s", help="backtest step (60s)")
