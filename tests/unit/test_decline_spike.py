@@ -104,3 +104,28 @@ def test_missing_data_is_not_a_spike() -> None:
         for arr in frame.present(name).values():
             arr[frame.index(START + timedelta(hours=4)) :] = np.nan
     assert raised(run(frame)) == []
+
+
+def test_a_mild_spike_that_persists_is_found_on_the_longer_windows() -> None:
+    onset = START + timedelta(hours=4)
+    frame = frame_for(Scenario("issuer_decline_spike", onset, 45 * M, {"country": "FR"}, 0.3))
+    [r] = raised(run(frame))
+    assert r.finding.dimensions == {"country": "FR"}
+    assert onset < r.at <= onset + 25 * M
+    # over five minutes alone it never stands out from noise
+    assert raised(run(frame, ds.Config(long_window=timedelta(minutes=5)))) == []
+
+
+@pytest.mark.parametrize(("country", "seed"), [("JP", 9), ("BR", 21), ("US", 21)])
+def test_a_severe_country_spike_pages_once_not_again_through_its_psps(
+    country: str, seed: int
+) -> None:
+    # JP (seed 9): adyen carries most of it and used to page a minute later as well;
+    # BR at 07:00 local: too few attempts for the old 200-per-window floor.
+    onset = START + timedelta(hours=4)
+    frame = frame_for(
+        Scenario("issuer_decline_spike", onset, 40 * M, {"country": country}, 1.5), seed=seed
+    )
+    events = raised(run(frame))
+    assert [e.finding.dimensions for e in events] == [{"country": country}]
+    assert events[0].at - onset <= 10 * M  # BR has about 40 attempts a minute then
