@@ -19,7 +19,7 @@ from pydantic import Field
 
 from bot.config.types import Duration, EnvStr, StrictModel, format_duration
 from detectors.base import Assessment, DetectorConfig, Finding, QueryRef, Severity
-from detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of, ratio_onset
+from detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of, last_minute, ratio_onset
 from detectors.stats import proportion_excess
 
 
@@ -50,12 +50,12 @@ class Config(DetectorConfig):
 
 
 def signals(cfg: Config) -> dict[str, str]:
-    w, s = format_duration(cfg.window), format_duration(cfg.short_window)
+    w = format_duration(cfg.window)
     return {
         "attempts": cfg.queries.attempts.format(window=w),
         "failures": cfg.queries.failures.format(window=w),
-        "attempts_short": cfg.queries.attempts.format(window=s),
-        "failures_short": cfg.queries.failures.format(window=s),
+        "attempts_short": last_minute(cfg.queries.attempts, cfg.short_window),
+        "failures_short": last_minute(cfg.queries.failures, cfg.short_window),
     }
 
 

@@ -50,7 +50,14 @@ from detectors.base import (
     Severity,
     default_dimensions,
 )
-from detectors.signals import Frame, LabelKey, Offset, ratio_onset, seasonal_offsets
+from detectors.signals import (
+    Frame,
+    LabelKey,
+    Offset,
+    last_minute,
+    ratio_onset,
+    seasonal_offsets,
+)
 from detectors.stats import estimate_overdispersion, proportion_excess
 
 
@@ -112,14 +119,14 @@ HALF_POOL = 15  # steps either side of the same time of week pooled into a histo
 
 def signals(cfg: Config) -> dict[str, str]:
     by = ", ".join(cfg.dimensions)
-    long_w, short_w = format_duration(cfg.window), format_duration(cfg.short_window)
+    long_w = format_duration(cfg.window)
     q = cfg.queries
     return {
         "attempts": q.attempts.format(by=by, window=long_w),
         "failures": q.failures.format(by=by, window=long_w),
         "errors": q.errors.format(by=by, window=long_w),
-        "attempts_short": q.attempts.format(by=by, window=short_w),
-        "failures_short": q.failures.format(by=by, window=short_w),
+        "attempts_short": last_minute(q.attempts, cfg.short_window, by=by),
+        "failures_short": last_minute(q.failures, cfg.short_window, by=by),
     }
 
 

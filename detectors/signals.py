@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from bot.config.types import format_duration
+
 LabelKey = tuple[tuple[str, str], ...]
 
 WEEK = 7 * 86400.0
@@ -45,6 +47,21 @@ class Offset:
 
 
 PRESENT = Offset(0.0, "present")
+
+
+def last_minute(template: str, window: timedelta, **fields: str) -> str:
+    """A query over the last minute where the data allows it, else over ``window``.
+
+    ``increase(x[1m])`` needs two samples in the minute: true at a 15 or 30 s scrape, and at
+    60 s when samples sit on the minute (Prometheus 2 ranges include both ends); otherwise
+    it is empty and ``or`` falls back to ``window`` (at a 60 s scrape, the last increment).
+    So "the last minute is still failing" means the same at every scrape interval, and a
+    two-minute blip is over by the third evaluation.
+    """
+    one = template.format(window="1m", **fields)
+    if window <= timedelta(minutes=1):
+        return one
+    return f"({one}) or ({template.format(window=format_duration(window), **fields)})"
 
 
 def seasonal_offsets(weeks: int, days: int = 1) -> tuple[Offset, ...]:
