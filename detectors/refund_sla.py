@@ -8,9 +8,10 @@ the SRE workbook's multi-window, multi-burn-rate method against the objective (9
 least ``burn_rate`` times too fast and the long window holds ``min_bad_events``.
 
 An SLA of a day makes burn rates slow to move, so the detector also watches the drain: when
-completions over ``drain_short`` or ``drain_window`` fall below ``min_drain_ratio`` of the
-request rate over ``drain_reference``, improbably so (Poisson lower tail), refunds are piling
-up and will breach; the finding forecasts how many at the current drain rate.
+completions over ``drain_short``, ``drain_window`` or ``drain_reference`` fall below
+``min_drain_ratio`` of the request rate over ``drain_reference``, improbably so (Poisson
+lower tail), refunds are piling up and will breach; the finding forecasts how many at the
+current drain rate.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Config(DetectorConfig):
         default=0.5, gt=0, lt=1, description="completions per request below this: not draining"
     )
     min_requests: int = Field(
-        default=20, ge=1, description="requests over drain_reference to judge the drain"
+        default=10, ge=1, description="requests over drain_reference to judge the drain"
     )
     drain_reference: Duration = Field(
         default=timedelta(hours=1), description="the request rate completions must keep up with"
@@ -131,16 +132,18 @@ def _stalled(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
     """Completions far below the request rate, improbably so.
 
     In a steady state completions keep pace with requests whatever the processing delay
-    (what flows in flows out), so the completions over ``drain_short`` and ``drain_window``
-    are compared with the requests over ``drain_reference`` scaled to that window: a Poisson
-    lower tail at ``drain_false_alarm_rate`` and a ratio below ``min_drain_ratio``. Fifteen
+    (what flows in flows out), so the completions over ``drain_short``, ``drain_window`` and
+    ``drain_reference`` itself are compared with the requests over ``drain_reference``
+    scaled to that window: a Poisson lower tail at ``drain_false_alarm_rate`` and a ratio
+    below ``min_drain_ratio``. The short windows catch a busy PSP's stall in minutes; the
+    hour catches it at a PSP with a handful of refunds an hour. Fifteen
     minutes without a completion where ten were due is a stall; seven of twenty-one in a
     lull after a surge of requests is not.
     """
     ref = frame.at(_name("requested", cfg.drain_reference), key, i)
     if not math.isfinite(ref) or ref < cfg.min_requests:
         return False
-    for w in (cfg.drain_short, cfg.drain_window):
+    for w in (cfg.drain_short, cfg.drain_window, cfg.drain_reference):
         done = frame.at(_name("completed", w), key, i)
         if not math.isfinite(done):
             continue
