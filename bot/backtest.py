@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +30,6 @@ class BacktestResult:
     detectors: list[str]
     missing: list[str]
     seconds: float
-    events: list[Event] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,5 +87,4 @@ def backtest(
         detectors=[r.cfg.id for r in runs],
         missing=missing,
         seconds=time.monotonic() - t0,
-        events=result.events,
     )

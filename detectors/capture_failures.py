@@ -73,9 +73,7 @@ def _sustained(
     """A smaller excess that persists: each of the last three windows above the holding level
     (a short burst touches at most two of them), and significant with a ratio above the floor
     over those 15 minutes or over all of ``long_window`` (whole windows)."""
-    w = frame.steps(cfg.window)
-    k = max(1, round(cfg.long_window / cfg.window))
-    idx = [j for j in range(i, i - k * w, -w) if j >= 0]
+    idx = frame.whole_windows(i, cfg.window, cfg.long_window)
     a_arr, f_arr = frame.present("attempts").get(key), frame.present("failures").get(key)
     if a_arr is None or f_arr is None or len(idx) < 3:
         return False

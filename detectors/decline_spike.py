@@ -155,20 +155,13 @@ class Slice:
     p_value: float
     band: tuple[float, float]
     threshold: float  # the rate that counts as a practical rise
-    long_attempts: float = 0.0
-    long_failures: float = 0.0
     long_p_value: float = 1.0
-    persistent: bool = False  # the last three whole windows each above the holding level
     windows: tuple[int, ...] = ()  # the frame indices of the whole windows that breached
     long_windows: tuple[int, ...] = ()  # the whole windows of the best sustained test
 
     @property
     def rate(self) -> float:
         return self.failures / self.attempts if self.attempts else math.nan
-
-    @property
-    def long_rate(self) -> float:
-        return self.long_failures / self.long_attempts if self.long_attempts else math.nan
 
     seasonal: float = math.nan  # the seasonal expectation alone (``expected`` may be higher)
     hold_rise: float = 0.0
@@ -257,9 +250,7 @@ def _overdispersion(
 def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Slice]]:
     out = []
     groups: list[tuple[str, ...]] = [(), *((d,) for d in cfg.dimensions)]
-    w = frame.steps(cfg.window)
-    k = max(1, round(cfg.long_window / cfg.window))
-    long_idx = np.array([j for j in range(i, i - k * w, -w) if j >= 0], dtype=np.int64)
+    long_idx = frame.whole_windows(i, cfg.window, cfg.long_window)
     for dims in groups:
         attempts = frame.rolled("attempts", 0, dims)
         failures = frame.rolled("failures", 0, dims)
@@ -274,7 +265,7 @@ def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Sl
                 continue
             la_all, lf_all = a_arr[long_idx], f_arr[long_idx]
             ok = np.isfinite(la_all) & np.isfinite(lf_all)
-            la, lf = float(la_all[ok].sum()), float(lf_all[ok].sum())
+            la = float(la_all[ok].sum())
             if a < cfg.min_attempts and (la < cfg.min_attempts or ok.sum() < len(long_idx)):
                 continue
             seasonal, kind, rho = _expected_rate(frame, cfg, dims, key, i)
@@ -297,7 +288,6 @@ def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Sl
                 p_value, band = 1.0, (0.0, a)
             a_short, f_short = _at(att_s.get(key), i), _at(fail_s.get(key), i)
             short_rate = f_short / a_short if a_short and a_short > 0 else math.nan
-            rise = max(cfg.min_rise_points / 100, (cfg.min_rise_ratio - 1) * expected)
             slc = Slice(
                 key=key,
                 attempts=a,
@@ -308,17 +298,15 @@ def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Sl
                 baseline_kind=kind,
                 p_value=p_value,
                 band=band,
-                threshold=expected + rise,
-                long_attempts=la,
-                long_failures=lf,
+                threshold=expected + _rise(cfg, expected),
                 seasonal=seasonal,
-                hold_rise=max(cfg.min_rise_points / 100, (cfg.min_rise_ratio - 1) * seasonal),
+                hold_rise=_rise(cfg, seasonal),
             )
             with np.errstate(divide="ignore", invalid="ignore"):
                 rates = lf_all[:3] / la_all[:3]
-            slc.persistent = len(long_idx) >= 3 and bool(np.all(rates >= slc.holding_level))
+            persistent = len(long_idx) >= 3 and bool(np.all(rates >= slc.holding_level))
             # Sustained: the last three windows (15 min), then all of long_window, tested.
-            for n_w in sorted({3, len(long_idx)}) if slc.persistent else ():
+            for n_w in sorted({3, len(long_idx)}) if persistent else ():
                 sa, sf = float(np.nansum(la_all[:n_w])), float(np.nansum(lf_all[:n_w]))
                 if sa < cfg.min_attempts or sf / sa < slc.threshold:
                     continue
@@ -328,6 +316,11 @@ def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Sl
                     slc.long_windows = tuple(int(j) for j in long_idx[:n_w])
             out.append((dims, slc))
     return out
+
+
+def _rise(cfg: Config, level: float) -> float:
+    """The practical rise over a failure rate: ``min_rise_points`` and ``min_rise_ratio``."""
+    return max(cfg.min_rise_points / 100, (cfg.min_rise_ratio - 1) * level)
 
 
 def _at(arr: np.ndarray | None, i: int, default: float = math.nan) -> float:

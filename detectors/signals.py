@@ -121,6 +121,13 @@ class Frame:
     def history(self, kind: str) -> list[int]:
         return [k for k, o in enumerate(self.offsets) if o.kind == kind]
 
+    def whole_windows(self, i: int, window: timedelta, span: timedelta) -> np.ndarray:
+        """Indices of the disjoint ``window``-long windows that end at i, newest first, back
+        over ``span`` (a value at index j covers the window ending at j)."""
+        w = self.steps(window)
+        k = max(1, round(span / window))
+        return np.array([j for j in range(i, i - k * w, -w) if j >= 0], dtype=np.int64)
+
     def rolled(self, signal: str, offset: int, dims: Sequence[str]) -> dict[LabelKey, np.ndarray]:
         """The signal summed into ``dims`` (cached: a backtest asks at every step)."""
         ck = (signal, offset, tuple(sorted(dims)), "sum")

@@ -58,7 +58,7 @@ def _run(*args: str) -> None:
         )
 
 
-def simulation_spec():  # type: ignore[no-untyped-def]
+def simulation_spec():
     from bot.simulate import Scenario, SimulationSpec
 
     return SimulationSpec(

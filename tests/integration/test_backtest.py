@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from bot.cli import app
 from tests.conftest import DATA_END, DATA_START, Stack
@@ -21,14 +21,9 @@ def _t(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def test_backtest_writes_one_incident_per_injected_problem_and_scores_them(
-    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A backtest posts nothing: it must run without Slack tokens.
-    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
-    monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
-    out = tmp_path / "bt" / "incidents.json"
-    res = CliRunner().invoke(
+def _backtest(stack: Stack, out: Path, *extra: str) -> Result:
+    """`paytriage backtest` over the dataset after its first hour (history for baselines)."""
+    return CliRunner().invoke(
         app,
         [
             "backtest",
@@ -38,13 +33,27 @@ def test_backtest_writes_one_incident_per_injected_problem_and_scores_them(
             (DATA_START + timedelta(hours=1)).isoformat(),
             "--end",
             DATA_END.isoformat(),
-            "--labels",
-            str(stack.data_dir / "labels.json"),
-            "--compare-rules",
-            str(ROOT / "bench" / "static-rules.yml"),
             "--output",
             str(out),
+            *extra,
         ],
+    )
+
+
+def test_backtest_writes_one_incident_per_injected_problem_and_scores_them(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backtest posts nothing: it must run without Slack tokens.
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
+    out = tmp_path / "bt" / "incidents.json"
+    res = _backtest(
+        stack,
+        out,
+        "--labels",
+        str(stack.data_dir / "labels.json"),
+        "--compare-rules",
+        str(ROOT / "bench" / "static-rules.yml"),
     )
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
@@ -81,19 +90,6 @@ def test_backtest_writes_one_incident_per_injected_problem_and_scores_them(
     assert "static rules" in res.output and "recall" in res.output
     # the same history gives the same incidents, ids included
     again = tmp_path / "again.json"
-    res2 = CliRunner().invoke(
-        app,
-        [
-            "backtest",
-            "--prometheus-url",
-            stack.prometheus_url,
-            "--start",
-            (DATA_START + timedelta(hours=1)).isoformat(),
-            "--end",
-            DATA_END.isoformat(),
-            "-o",
-            str(again),
-        ],
-    )
+    res2 = _backtest(stack, again)
     assert res2.exit_code == 0, res2.output
     assert json.loads(again.read_text())["incidents"] == doc["incidents"]
