@@ -178,7 +178,9 @@ class DetectorRun:
             cond = a.holding if was_active else a.breach
             if cond:
                 self._tracked.add(a.key)
-            transition = self.debouncer.update(a.key, cond, at)
+            transition = self.debouncer.update(
+                a.key, cond, at, since=None if was_active else a.since
+            )
             if transition is Transition.RAISED:
                 finding = a.finding
                 onset_fn: Callable[..., datetime | None] | None = getattr(

@@ -114,10 +114,12 @@ class Assessment:
 
     ``breach`` is the strict condition that must hold for ``for`` before a finding is raised;
     ``holding`` the looser one that keeps a raised finding open (hysteresis). ``finding`` is
-    what is reported while it is raised.
+    what is reported while it is raised. ``since`` is when the data shows the breach began,
+    when the detector checked that itself (it counts towards ``for``).
     """
 
     key: tuple[tuple[str, str], ...]
     breach: bool
     holding: bool
     finding: Finding
+    since: datetime | None = None

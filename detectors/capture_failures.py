@@ -19,7 +19,17 @@ from pydantic import Field
 
 from bot.config.types import Duration, EnvStr, StrictModel, format_duration
 from detectors.base import Assessment, DetectorConfig, Finding, QueryRef, Severity
-from detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of, last_minute, ratio_onset
+from detectors.signals import (
+    PRESENT,
+    Frame,
+    LabelKey,
+    Offset,
+    burst_since,
+    dims_of,
+    last_minute,
+    last_minute_high,
+    ratio_onset,
+)
 from detectors.stats import proportion_excess
 
 
@@ -46,6 +56,12 @@ class Config(DetectorConfig):
     long_window: Duration = Field(
         default=timedelta(minutes=30),
         description="a smaller excess that persists is judged over this long (whole windows)",
+    )
+    burst: Duration = Field(
+        default=timedelta(minutes=5),
+        description="failures over the last three to this many minutes that stay "
+        "significant without their two worst minutes have persisted: they count towards "
+        "``for`` from the first",
     )
 
 
@@ -105,11 +121,24 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
         f = f if math.isfinite(f) else 0.0
         test = proportion_excess(f, a, allowance, alpha=cfg.false_alarm_rate)
         ratio = f / a
-        a_s, f_s = frame.at("attempts_short", key, i), frame.at("failures_short", key, i)
-        recent = not (math.isfinite(a_s) and a_s > 0) or (f_s or 0) / a_s >= allowance
+        recent = last_minute_high(
+            frame, key, i, floor=allowance, expected=allowance, window=cfg.window
+        )
         floor = cfg.min_ratio_of_allowance * allowance
         hold_level = allowance * (1 + cfg.min_ratio_of_allowance) / 2
         breach = test.significant and ratio >= floor and recent
+        since = burst_since(
+            frame,
+            key,
+            i,
+            span=cfg.burst,
+            floor=floor,
+            expected=allowance,
+            alpha=cfg.false_alarm_rate,
+            min_den=cfg.min_attempts,
+            window=cfg.window,
+        )
+        breach = breach or since is not None
         if not breach:
             breach = _sustained(cfg, frame, key, i, floor, hold_level)
         holding = ratio >= hold_level
@@ -145,7 +174,11 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
                 "window": format_duration(cfg.window),
             },
         )
-        out.append(Assessment(key, breach, holding, finding))
+        out.append(
+            Assessment(
+                key, breach, holding, finding, since=None if since is None else frame.when(since)
+            )
+        )
     return out
 
 

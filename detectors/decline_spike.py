@@ -54,7 +54,9 @@ from detectors.signals import (
     Frame,
     LabelKey,
     Offset,
+    burst_since,
     last_minute,
+    last_minute_high,
     ratio_onset,
     seasonal_offsets,
 )
@@ -112,6 +114,11 @@ class Config(DetectorConfig):
         default=timedelta(minutes=30),
         description="a smaller rise that persists is judged over this long (whole windows)",
     )
+    burst: Duration = Field(
+        default=timedelta(minutes=5),
+        description="a rise over the last three to this many minutes that stays significant "
+        "without its two worst minutes has persisted: it counts towards ``for`` from the first",
+    )
 
 
 HALF_POOL = 15  # steps either side of the same time of week pooled into a history rate
@@ -158,6 +165,8 @@ class Slice:
     long_p_value: float = 1.0
     windows: tuple[int, ...] = ()  # the frame indices of the whole windows that breached
     long_windows: tuple[int, ...] = ()  # the whole windows of the best sustained test
+    burst_since: int | None = None  # first of the last ``burst`` minutes, all breaching
+    still_on: bool = True  # the last minute stands out on its own (or has no data)
 
     @property
     def rate(self) -> float:
@@ -302,6 +311,27 @@ def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Sl
                 seasonal=seasonal,
                 hold_rise=_rise(cfg, seasonal),
             )
+            slc.still_on = last_minute_high(
+                frame,
+                key,
+                i,
+                floor=slc.threshold,
+                expected=fast_ref,
+                window=cfg.window,
+                overdispersion=rho,
+            )
+            slc.burst_since = burst_since(
+                frame,
+                key,
+                i,
+                span=cfg.burst,
+                floor=slc.threshold,
+                expected=fast_ref,
+                alpha=alpha,
+                min_den=cfg.min_attempts,
+                window=cfg.window,
+                overdispersion=rho,
+            )
             with np.errstate(divide="ignore", invalid="ignore"):
                 rates = lf_all[:3] / la_all[:3]
             persistent = len(long_idx) >= 3 and bool(np.all(rates >= slc.holding_level))
@@ -334,8 +364,10 @@ def _breaching(s: Slice, cfg: Config, frame: Frame, i: int) -> bool:
     persists: significant over ``long_window`` with each of the last three whole windows
     above the holding level (a two-minute blip touches at most two of them)."""
     alpha = cfg.false_alarm_rate
-    recent = not math.isfinite(s.short_rate) or s.short_rate >= s.threshold
-    if s.p_value < alpha and s.rate >= s.threshold and recent:
+    if s.p_value < alpha and s.rate >= s.threshold and s.still_on:
+        s.windows = (i,)
+        return True
+    if s.burst_since is not None:
         s.windows = (i,)
         return True
     if s.long_p_value < alpha:
@@ -480,7 +512,8 @@ def _assessment(cfg: Config, frame: Frame, s: Slice, i: int, *, breach: bool) ->
             "window": format_duration(cfg.window),
         },
     )
-    return Assessment(key=s.key, breach=breach, holding=True, finding=finding)
+    since = frame.when(s.burst_since) if breach and s.burst_since is not None else None
+    return Assessment(key=s.key, breach=breach, holding=True, finding=finding, since=since)
 
 
 def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:

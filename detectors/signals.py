@@ -64,6 +64,139 @@ def last_minute(template: str, window: timedelta, **fields: str) -> str:
     return f"({one}) or ({template.format(window=format_duration(window), **fields)})"
 
 
+def minute_counts(
+    frame: Frame,
+    num: str,
+    den: str,
+    dims: Sequence[str],
+    key: LabelKey,
+    i: int,
+    n: int,
+    *,
+    reference: str,
+    window: timedelta,
+    allow_empty: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The last ``n`` one-minute counts (numerator, denominator) of a slice, newest first.
+
+    Read from the ``last_minute`` signals ``num``/``den`` and scaled to the counts of the
+    ``reference`` signal over ``window`` (the same denominator over a longer window) across
+    the last half hour: where Prometheus had to fall back to a wider range and extrapolate,
+    the short counts would otherwise be inflated and a test on them overconfident. None when
+    any of the minutes is missing, or empty (a zero denominator) unless ``allow_empty``.
+    """
+    n_arr = frame.rolled(num, 0, dims).get(key)
+    d_arr = frame.rolled(den, 0, dims).get(key)
+    if n_arr is None or d_arr is None or i >= len(d_arr):
+        return None
+    idx = frame.whole_windows(i, timedelta(minutes=1), timedelta(minutes=n))
+    if len(idx) < n:
+        return None
+    nums, dens = n_arr[idx], d_arr[idx]
+    if not (np.all(np.isfinite(nums)) and np.all(np.isfinite(dens))):
+        return None
+    if not allow_empty and not np.all(dens > 0):
+        return None
+    factor = 1.0
+    short_c = frame.cumulative(den, 0, dims).get(key)
+    ref_c = frame.cumulative(reference, 0, dims).get(key)
+    if short_c is not None and ref_c is not None:
+        lo = max(0, i - frame.steps(timedelta(minutes=30)))
+        (short, ns), (ref, nr) = short_c.sum(lo, i + 1), ref_c.sum(lo, i + 1)
+        if min(ns, nr) >= 5 and short > 0:
+            factor = ref * ns / (nr * short * (window / timedelta(minutes=1)))
+            factor = min(max(factor, 0.25), 4.0) if math.isfinite(factor) else 1.0
+    return nums * factor, dens * factor
+
+
+MINUTE_ALPHA = 0.01  # what is left of a rise once its two worst minutes are set aside
+BLIP_MINUTES = 2  # a blip this many minutes long must never page
+
+
+def _stands_out(f: float, a: float, floor: float, expected: float, overdispersion: float) -> bool:
+    from detectors.stats import proportion_excess
+
+    if a <= 0 or f < a * floor:
+        return False
+    test = proportion_excess(f, a, expected, overdispersion=overdispersion, alpha=MINUTE_ALPHA)
+    return test.p_value < MINUTE_ALPHA
+
+
+def last_minute_high(
+    frame: Frame,
+    key: LabelKey,
+    i: int,
+    *,
+    floor: float,
+    expected: float,
+    window: timedelta,
+    overdispersion: float = 0.0,
+    num: str = "failures_short",
+    den: str = "attempts_short",
+    reference: str = "attempts",
+) -> bool:
+    """Is the rise still on in the last minute: a ratio of at least ``floor``, unlikely at
+    ``expected`` on its own (one-sided, ``MINUTE_ALPHA``)? True when that minute has no data
+    (an outage that stops traffic is still on)."""
+    dims = tuple(d for d, _ in key)
+    counts = minute_counts(frame, num, den, dims, key, i, 1, reference=reference, window=window)
+    if counts is None:
+        return True
+    return _stands_out(float(counts[0][0]), float(counts[1][0]), floor, expected, overdispersion)
+
+
+def burst_since(
+    frame: Frame,
+    key: LabelKey,
+    i: int,
+    *,
+    span: timedelta,
+    floor: float,
+    expected: float,
+    alpha: float,
+    min_den: float,
+    window: timedelta,
+    overdispersion: float = 0.0,
+    num: str = "failures_short",
+    den: str = "attempts_short",
+    reference: str = "attempts",
+) -> int | None:
+    """The index of the first of the last k minutes (k from three up to ``span``) that hold a
+    rise which has persisted; else None.
+
+    The k minutes' total must be improbable at ``expected`` (``alpha``), and what is left once
+    their two worst minutes are set aside must still have a ratio of at least ``floor`` and
+    be unlikely on its own (``MINUTE_ALPHA``): a two-minute blip is all in those two minutes,
+    so it never qualifies, while a real rise shows in the rest too. Such a rise counts
+    towards ``for`` from its first minute instead of waiting for more evaluations.
+    """
+    from detectors.stats import proportion_excess
+
+    n = max(1, round(span / timedelta(minutes=1)))
+    dims = tuple(d for d, _ in key)
+    counts = minute_counts(frame, num, den, dims, key, i, n, reference=reference, window=window)
+    if counts is None:
+        return None
+    f_all, a_all = counts
+    idx = frame.whole_windows(i, timedelta(minutes=1), span)
+    for k in range(BLIP_MINUTES + 1, n + 1):
+        f, a = f_all[:k], a_all[:k]
+        if float(a.sum()) < min_den:
+            continue
+        excess = f - a * expected
+        rest = np.argsort(excess)[: k - BLIP_MINUTES]
+        if not _stands_out(
+            float(f[rest].sum()), float(a[rest].sum()), floor, expected, overdispersion
+        ):
+            continue
+        total = proportion_excess(
+            float(f.sum()), float(a.sum()), expected, overdispersion=overdispersion, alpha=alpha
+        )
+        if total.p_value < alpha:
+            return int(idx[k - 1])
+    return None
+
+
 def seasonal_offsets(weeks: int, days: int = 1) -> tuple[Offset, ...]:
     """The present, ``weeks`` weekly blocks and ``days`` daily blocks (the fallback)."""
     out = [PRESENT]

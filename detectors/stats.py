@@ -611,8 +611,15 @@ class Debouncer:
         if self.max_gap <= timedelta(0):
             raise ValueError("max_gap must be positive")
 
-    def update(self, key: Hashable, breaching: bool, at: datetime) -> Transition | None:
-        """Record one evaluation of ``key`` at ``at``; returns the transition it caused."""
+    def update(
+        self, key: Hashable, breaching: bool, at: datetime, since: datetime | None = None
+    ) -> Transition | None:
+        """Record one evaluation of ``key`` at ``at``; returns the transition it caused.
+
+        ``since`` is when the data itself shows the breach began (a detector that checked
+        every minute of the last three is not asked to wait another ``for_`` of evaluations):
+        a pending timer starts no later than that.
+        """
         s = self._state.get(key)
         if s is None:
             if not breaching:
@@ -628,6 +635,8 @@ class Debouncer:
                 return None
             if s.pending_since is None or gap:
                 s.pending_since = at
+            if since is not None and since < s.pending_since:
+                s.pending_since = since
             if at - s.pending_since >= self.for_:
                 s.raised_at, s.pending_since, s.quiet_since = at, None, None
                 return Transition.RAISED

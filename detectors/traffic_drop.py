@@ -16,7 +16,8 @@ Each value of each configured dimension (``country``, ``psp``) is judged on its 
 - once raised it holds while attempts stay below the midpoint of ``max_drop_ratio`` and 1;
 - missing data is not a drop: when any series of a slice is older than ``max_staleness``
   (scrape gap, exporter or source down) the slice is not judged and a data problem is
-  reported instead (key ``{"data": "stale", ...}``, severity warning).
+  reported instead (key ``{"data": "stale", ...}``, severity warning); nor is it judged
+  until a whole window has passed since its data came back (those minutes lack a part).
 """
 
 from __future__ import annotations
@@ -38,7 +39,17 @@ from detectors.base import (
     QueryRef,
     Severity,
 )
-from detectors.signals import Cum, Frame, LabelKey, Offset, seasonal_offsets
+from detectors.signals import (
+    BLIP_MINUTES,
+    MINUTE_ALPHA,
+    Cum,
+    Frame,
+    LabelKey,
+    Offset,
+    last_minute,
+    minute_counts,
+    seasonal_offsets,
+)
 from detectors.stats import count_shortfall, cusum_onset
 
 
@@ -85,6 +96,11 @@ class Config(DetectorConfig):
         lt=1,
         description="a drop must also fall below this share of the level just before it",
     )
+    burst: Duration = Field(
+        default=timedelta(minutes=5),
+        description="a drop over the last three to this many minutes that stays significant "
+        "without its two lowest minutes has persisted: it counts towards ``for`` from the first",
+    )
 
 
 HALF_POOL = 15
@@ -92,6 +108,7 @@ HALF_POOL = 15
 # minutes later than today's must not make today's normal traffic look like a drop.
 POOL_QUANTILE = 0.2
 SCALE_BUCKET = timedelta(minutes=15)
+M = timedelta(minutes=1)
 
 
 def signals(cfg: Config) -> dict[str, str]:
@@ -101,6 +118,7 @@ def signals(cfg: Config) -> dict[str, str]:
         "attempts_short": cfg.queries.attempts.format(
             by=by, window=format_duration(cfg.short_window)
         ),
+        "attempts_minute": last_minute(cfg.queries.attempts, cfg.short_window, by=by),
         "age": cfg.queries.last_sample_age.format(by=by),
     }
 
@@ -118,13 +136,15 @@ def lookback(cfg: Config) -> timedelta:
     return max(cfg.trailing, cfg.scale_window, cfg.sudden_window) + cfg.window * 2
 
 
-def _staleness(frame: Frame, cfg: Config, key: LabelKey, i: int) -> str:
-    """ "none", "partial" or "all": are the fine series of this slice missing or too old?"""
+def _staleness(frame: Frame, cfg: Config, key: LabelKey, i: int, back: int = 0) -> str:
+    """ "none", "partial" or "all": are the fine series of this slice missing or too old at
+    index i, or (``"recent"``) at any of the ``back`` indices before it?"""
     own = dict(key)
     limit = cfg.max_staleness.total_seconds()
     ages = frame.present("age")
     attempts = frame.present("attempts")
     stale = fresh = 0
+    was_stale = False
     for fine, arr in ages.items():
         labels = dict(fine)
         if any(labels.get(d) != v for d, v in own.items()):
@@ -136,8 +156,11 @@ def _staleness(frame: Frame, cfg: Config, key: LabelKey, i: int) -> str:
             stale += 1
         elif math.isfinite(v):
             fresh += 1
+        if back and not was_stale and was_there:
+            past = arr[max(0, i - back) : i]
+            was_stale = bool(np.any(~np.isfinite(past) | (past > limit)))
     if not stale:
-        return "none"
+        return "recent" if was_stale else "none"
     return "partial" if fresh else "all"
 
 
@@ -195,19 +218,20 @@ def _expected(
 def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
     sigs = signals(cfg)
     out: list[Assessment] = []
-    short_ratio_steps = cfg.short_window / cfg.window
     stale_slices: list[tuple[LabelKey, str]] = []
     for dim in cfg.dimensions:
         dims = (dim,)
         attempts = frame.rolled("attempts", 0, dims)
-        short = frame.rolled("attempts_short", 0, dims)
         for key, arr in attempts.items():
             where = ", ".join(f"{k}={v}" for k, v in key)
-            staleness = _staleness(frame, cfg, key, i)
+            # Back over the window: minutes from before the data came back are incomplete.
+            staleness = _staleness(frame, cfg, key, i, back=frame.steps(cfg.window) + 1)
             if staleness == "all":
                 stale_slices.append((key, where))
             if staleness != "none":
                 continue  # missing data is never read as a drop
+            if not _complete(frame, key, i, frame.steps(max(cfg.window, cfg.burst))):
+                continue
             obs = float(arr[i]) if math.isfinite(arr[i]) else math.nan
             expected, kind = _expected(frame, cfg, dims, key, i)
             if not (math.isfinite(obs) and math.isfinite(expected)):
@@ -217,11 +241,7 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
             test = count_shortfall(
                 obs, expected, dispersion=cfg.dispersion, alpha=cfg.false_alarm_rate
             )
-            s_arr = short.get(key)
-            s_obs = float(s_arr[i]) if s_arr is not None and math.isfinite(s_arr[i]) else math.nan
-            recent_low = not math.isfinite(s_obs) or (
-                s_obs < cfg.max_drop_ratio * expected * short_ratio_steps
-            )
+            recent_low = _last_minute_low(frame, cfg, dims, key, i, expected)
             ratio = obs / expected
             # A checkout that breaks falls off a cliff: attempts are also far below the
             # half hour before. A baseline that is simply off (yesterday's flash sale, a
@@ -229,6 +249,8 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
             recent = _recent_level(frame, cfg, dims, key, i)
             sudden = not math.isfinite(recent) or obs < cfg.max_sudden_ratio * recent
             breach = test.significant and ratio < cfg.max_drop_ratio and recent_low and sudden
+            since = _burst_since(frame, cfg, dims, key, i, expected, recent)
+            breach = breach or since is not None
             holding = ratio < (1 + cfg.max_drop_ratio) / 2
             if not (breach or holding):
                 continue
@@ -250,7 +272,15 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
                 queries=(QueryRef("prometheus", sigs["attempts"], start, frame.when(i)),),
                 details={"p_value": test.p_value, "baseline": kind, "ratio": ratio},
             )
-            out.append(Assessment(key, breach, holding, finding))
+            out.append(
+                Assessment(
+                    key,
+                    breach,
+                    holding,
+                    finding,
+                    since=None if since is None else frame.when(since),
+                )
+            )
     # A slice whose every series went quiet is a data problem; when every slice did, the
     # whole source is: one report, not one per country.
     if stale_slices and _staleness(frame, cfg, (), i) == "all":
@@ -258,6 +288,89 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
     else:
         out.extend(_data_problem(cfg, frame, k, w, i, sigs) for k, w in stale_slices)
     return out
+
+
+def _minute_counts(
+    frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int, n: int
+) -> np.ndarray | None:
+    counts = minute_counts(
+        frame,
+        "attempts_minute",
+        "attempts_minute",
+        dims,
+        key,
+        i,
+        n,
+        reference="attempts",
+        window=cfg.window,
+        allow_empty=True,
+    )
+    return None if counts is None else counts[0]
+
+
+def _low(cfg: Config, observed: float, expected: float) -> bool:
+    """Below ``max_drop_ratio`` of expected and unlikely on its own (``MINUTE_ALPHA``)."""
+    if observed >= cfg.max_drop_ratio * expected:
+        return False
+    test = count_shortfall(observed, expected, dispersion=cfg.dispersion, alpha=MINUTE_ALPHA)
+    return test.significant
+
+
+def _last_minute_low(
+    frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int, expected: float
+) -> bool:
+    """Is the drop still on in the last minute? True when that minute has no value."""
+    obs = _minute_counts(frame, cfg, dims, key, i, 1)
+    return obs is None or _low(cfg, float(obs[0]), expected * (M / cfg.window))
+
+
+def _burst_since(
+    frame: Frame,
+    cfg: Config,
+    dims: tuple[str, ...],
+    key: LabelKey,
+    i: int,
+    expected: float,
+    recent: float,
+) -> int | None:
+    """The first of the last k minutes (three up to ``burst``) that hold a drop which has
+    persisted, as ``detectors.signals.burst_since`` does for ratios: the total improbably low,
+    below ``max_sudden_ratio`` of the level before, and what is left once the two lowest
+    minutes are set aside still low on its own (a two-minute dip is all in those two)."""
+    n = max(1, round(cfg.burst / M))
+    obs_all = _minute_counts(frame, cfg, dims, key, i, n)
+    if obs_all is None or not math.isfinite(recent):
+        return None
+    exp_each = expected * (M / cfg.window)
+    idx = frame.whole_windows(i, M, cfg.burst)
+    for k in range(BLIP_MINUTES + 1, n + 1):
+        obs = obs_all[:k]
+        if obs.sum() >= cfg.max_sudden_ratio * recent * (k * M / cfg.window):
+            continue
+        rest = np.sort(obs)[BLIP_MINUTES:]
+        if not _low(cfg, float(rest.sum()), exp_each * len(rest)):
+            continue
+        total = count_shortfall(
+            float(obs.sum()), exp_each * k, dispersion=cfg.dispersion, alpha=cfg.false_alarm_rate
+        )
+        if total.significant:
+            return int(idx[k - 1])
+    return None
+
+
+def _complete(frame: Frame, key: LabelKey, i: int, back: int) -> bool:
+    """Did every series of the slice that reported in the half hour before report in each
+    of the last ``back`` minutes? A scrape gap shows in the counts minutes before it is old
+    enough to count as stale, and a slice summed without one of its parts is not a drop."""
+    own = dict(key)
+    lo = max(0, i - back)
+    for fine, arr in frame.present("attempts_minute").items():
+        labels = dict(fine)
+        if any(labels.get(d) != v for d, v in own.items()):
+            continue
+        if np.isfinite(arr[max(0, lo - 30) : lo]).any() and not np.isfinite(arr[lo : i + 1]).all():
+            return False
+    return True
 
 
 def _data_problem(

@@ -6,7 +6,8 @@ A PSP breaches when any of these holds, each judged on data, not on one sample:
   ``baseline_factor`` times its own recent median (a PSP that always runs at 50 s is not news
   at 61 s; one that runs at 5 s and jumps to 90 s is);
 - the oldest unprocessed delivery is older than ``max_backlog_age_seconds`` (the queue is
-  stuck even if the few events that get through are fast);
+  stuck even if the few events that get through are fast); the age itself shows how long
+  it has been past the limit, which counts towards ``for``;
 - first-try failures are significantly above ``max_first_try_failure_ratio`` (binomial tail
   at ``false_alarm_rate``) with at least ``min_events`` processed.
 """
@@ -101,8 +102,12 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
             holding.append("lag")
         elif math.isfinite(p95) and p95 > 0.75 * slo:
             holding.append("lag")
+        since: datetime | None = None
         if math.isfinite(age) and age > cfg.max_backlog_age_seconds:
             reasons.append(f"oldest delivery waiting {age:,.0f}s")
+            # The same delivery has been waiting all along: the queue has been stuck past
+            # the limit for (age - limit), which counts towards ``for``.
+            since = frame.when(i) - timedelta(seconds=age - cfg.max_backlog_age_seconds)
             holding.append("age")
         elif math.isfinite(age) and age > 0.5 * cfg.max_backlog_age_seconds:
             holding.append("age")
@@ -148,7 +153,7 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
                 "window": format_duration(cfg.window),
             },
         )
-        out.append(Assessment(key, bool(reasons), bool(holding or reasons), finding))
+        out.append(Assessment(key, bool(reasons), bool(holding or reasons), finding, since=since))
     return out
 
 
