@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Work with configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+runbooks_app = typer.Typer(help="Work with the runbooks in runbooks/.", no_args_is_help=True)
+app.add_typer(runbooks_app, name="runbooks")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -101,6 +103,38 @@ def config_check(
     where = file or default_config_path()
     names = ", ".join(enabled)
     typer.echo(f"OK: {where}: {len(enabled)} detectors enabled ({names}); {slack}; {pd}")
+
+
+@runbooks_app.command("lint")
+def runbooks_lint(
+    directory: Annotated[
+        Path,
+        typer.Argument(help="The runbooks directory.", file_okay=False, exists=True),
+    ] = Path("runbooks"),
+) -> None:
+    """Check every runbook's front matter, links and steps, and that each detector (and a
+    data source going down) has a runbook. Exit status 1 when there is an error."""
+    from bot.runbooks import lint
+    from detectors import REGISTRY
+
+    problems = lint(directory, REGISTRY)
+    for problem in problems:
+        typer.echo(str(problem), err=problem.severity == "error")
+    errors = sum(p.severity == "error" for p in problems)
+    if errors:
+        typer.echo(f"{errors} error(s) in {directory}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"OK: {directory}: {len(problems)} warning(s)")
+
+
+@app.command()
+def redact() -> None:
+    """Print standard input with card numbers, CVVs, e-mail addresses, tokens, keys and
+    IBANs masked: exactly what the bot would show or store of that text."""
+    from bot.redact import redact as mask
+
+    for line in sys.stdin:
+        sys.stdout.write(mask(line))
 
 
 @app.command()

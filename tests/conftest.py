@@ -105,3 +105,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
         data_dir=data_dir,
         labels=json.loads(labels_text),
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A real PostgreSQL (Debian's, started by scripts/stack) with an empty `paytriage` db
+    per session: the store's tests run against it as well as against SQLite."""
+    _run("up", "postgres")
+    url = _stack_env()["PAYTRIAGE_DATABASE_URL"]
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:  # a clean schema: each session migrates from nothing
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url

@@ -111,3 +111,26 @@ def test_backtest_names_the_option_of_an_unreadable_input(tmp_path: Path) -> Non
     res = runner.invoke(app, [*base, *period, "--compare-rules", str(rules)])
     assert res.exit_code == 2 and "--compare-rules" in res.output and "'for'" in res.output
     assert not (tmp_path / "o.json").exists()
+
+
+def test_runbooks_lint_passes_on_the_shipped_runbooks_and_fails_on_a_broken_one(
+    tmp_path: Path,
+) -> None:
+    res = runner.invoke(app, ["runbooks", "lint"])
+    assert res.exit_code == 0, res.output
+    shipped = Path(__file__).resolve().parents[2] / "runbooks"
+    for f in shipped.glob("*.md"):
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "capture-failures.md").unlink()  # a detector left without a runbook
+    res = runner.invoke(app, ["runbooks", "lint", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "capture_failures" in res.output
+
+
+def test_redact_masks_what_the_bot_would_never_show() -> None:
+    text = "charge failed card=4242-4242-4242-4242 cvv=123 for bob@example.com order ORD-1001\n"
+    res = runner.invoke(app, ["redact"], input=text)
+    assert res.exit_code == 0, res.output
+    assert "4242-4242-4242-4242" not in res.output and "bob@example.com" not in res.output
+    assert "cvv=123" not in res.output
+    assert "ORD-1001" in res.output and "charge failed" in res.output

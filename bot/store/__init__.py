@@ -1,0 +1,13 @@
+"""The durable store (SQLAlchemy 2 + Alembic): see ``bot.store.store``."""
+
+from bot.store.store import (
+    Entry,
+    OutboxMessage,
+    Outgoing,
+    Store,
+    StoredIncident,
+    StoreError,
+    Tx,
+)
+
+__all__ = ["Entry", "OutboxMessage", "Outgoing", "Store", "StoreError", "StoredIncident", "Tx"]

@@ -1,0 +1,578 @@
+"""The durable store: incidents, their timeline, silences, the notification outbox and an
+append-only audit log, through SQLAlchemy 2 (SQLite file by default, PostgreSQL for
+replicas). Alembic migrations create and upgrade the schema when the store opens.
+
+Durable before visible: a decision (an incident opened, a state change) and the
+notifications it causes are written in one transaction; senders work off the outbox by
+idempotency key, so a restart or a retry never posts twice. Everything written passes the
+redactor first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib.resources import files
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.incidents.grouping import Incident, iso
+from bot.incidents.lifecycle import Action, Silence, State, transition
+from bot.store.schema import AuditRow, IncidentRow, OutboxRow, SilenceRow, TimelineRow
+from detectors.base import Finding, QueryRef, Severity
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe and redacted: NaN/Inf become None, datetimes ISO strings, secrets masked."""
+    from bot.redact import redact_value
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, datetime):
+            return iso(v)
+        if isinstance(v, timedelta):
+            return v.total_seconds()
+        if isinstance(v, Mapping):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, list | tuple | set | frozenset):
+            return [plain(x) for x in v]
+        if v is None or isinstance(v, bool | int | float | str):
+            return v
+        return str(v)
+
+    return redact_value(plain(value))
+
+
+def _text(value: str) -> str:
+    from bot.redact import redact
+
+    return redact(value)
+
+
+def utc(at: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes: the store only ever writes UTC."""
+    if at is None:
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _parse(at: str | None) -> datetime | None:
+    return None if at is None else datetime.fromisoformat(at.replace("Z", "+00:00"))
+
+
+def finding_to_dict(f: Finding) -> dict[str, Any]:
+    out: dict[str, Any] = _clean(
+        {
+            "detector": f.detector,
+            "severity": f.severity.value,
+            "dimensions": f.dimensions,
+            "title": f.title,
+            "observed": f.observed,
+            "expected": f.expected,
+            "band": list(f.band),
+            "onset": f.onset,
+            "at": f.at,
+            "unit": f.unit,
+            "queries": [
+                {"source": q.source, "query": q.query, "start": q.start, "end": q.end}
+                for q in f.queries
+            ],
+            "details": f.details,
+        }
+    )
+    return out
+
+
+def finding_from_dict(d: Mapping[str, Any]) -> Finding:
+    def num(v: Any) -> float:
+        return math.nan if v is None else float(v)
+
+    at = _parse(d["at"])
+    assert at is not None
+    return Finding(
+        detector=d["detector"],
+        severity=Severity(d["severity"]),
+        dimensions=dict(d["dimensions"]),
+        title=d["title"],
+        observed=num(d.get("observed")),
+        expected=num(d.get("expected")),
+        band=(num(d["band"][0]), num(d["band"][1])),
+        onset=_parse(d.get("onset")),
+        at=at,
+        unit=d.get("unit", ""),
+        queries=tuple(
+            QueryRef(q["source"], q["query"], _parse(q.get("start")), _parse(q.get("end")))
+            for q in d.get("queries", [])
+        ),
+        details=dict(d.get("details") or {}),
+    )
+
+
+def member_id(detector: str, dimensions: Mapping[str, str]) -> str:
+    return detector + "|" + ",".join(f"{k}={v}" for k, v in sorted(dimensions.items()))
+
+
+@dataclass(frozen=True)
+class StoredIncident:
+    id: str
+    detector: str
+    dimensions: dict[str, str]
+    title: str
+    severity: Severity
+    state: State
+    data_problem: bool
+    opened_at: datetime
+    onset: datetime | None
+    updated_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    mitigated_at: datetime | None
+    resolved_at: datetime | None
+    reopened: int
+    members: dict[str, dict[str, Any]]  # member id -> {"finding": ..., "active": bool}
+    evidence: dict[str, Any]
+    runbook: str | None
+    slack_channel: str | None
+    slack_ts: str | None
+
+    @classmethod
+    def of(cls, r: IncidentRow) -> StoredIncident:
+        return cls(
+            id=r.id,
+            detector=r.detector,
+            dimensions=dict(r.dimensions),
+            title=r.title,
+            severity=Severity(r.severity),
+            state=State(r.state),
+            data_problem=r.data_problem,
+            opened_at=utc(r.opened_at),  # type: ignore[arg-type]
+            onset=utc(r.onset),
+            updated_at=utc(r.updated_at),  # type: ignore[arg-type]
+            acknowledged_at=utc(r.acknowledged_at),
+            acknowledged_by=r.acknowledged_by,
+            mitigated_at=utc(r.mitigated_at),
+            resolved_at=utc(r.resolved_at),
+            reopened=r.reopened,
+            members=dict(r.members),
+            evidence=dict(r.evidence),
+            runbook=r.runbook,
+            slack_channel=r.slack_channel,
+            slack_ts=r.slack_ts,
+        )
+
+    def active_findings(self) -> list[Finding]:
+        return [finding_from_dict(m["finding"]) for m in self.members.values() if m["active"]]
+
+
+@dataclass(frozen=True)
+class Entry:
+    at: datetime
+    kind: str
+    actor: str
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A notification to send: ``key`` makes it idempotent (enqueued at most once)."""
+
+    key: str
+    channel: str
+    kind: str
+    payload: Mapping[str, Any]
+    incident_id: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    id: int
+    key: str
+    channel: str
+    kind: str
+    payload: dict[str, Any]
+    incident_id: str | None
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    action: str
+    incident_id: str | None
+    allowed: bool
+    data: dict[str, Any]
+
+
+class StoreError(RuntimeError):
+    """The store could not do what was asked (unknown incident, a bad transition...)."""
+
+
+class Tx:
+    """One transaction: everything in it is written together or not at all."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def save_incident(self, inc: Incident, at: datetime) -> StoredIncident:
+        """Insert or update an incident from the grouping's view (findings, severity, onset);
+        the people's state (acknowledged, mitigated) is kept, resolution follows the findings."""
+        row = self.s.get(IncidentRow, inc.id)
+        members = {
+            member_id(k[0], dict(k[1])): {
+                "finding": finding_to_dict(f),
+                "active": k in inc.active,
+            }
+            for k, f in inc.members.items()
+        }
+        if row is None:
+            row = IncidentRow(
+                id=inc.id,
+                detector=inc.detector,
+                dimensions=_clean(inc.dimensions),
+                title=_text(inc.title),
+                severity=inc.severity.value,
+                state=State.open.value,
+                data_problem=inc.data_problem,
+                opened_at=inc.opened_at,
+                onset=inc.onset,
+                updated_at=at,
+                reopened=inc.reopened,
+                members=members,
+                evidence={},
+            )
+            self.s.add(row)
+        else:
+            row.severity = inc.severity.value
+            row.onset = inc.onset
+            row.members = members
+            row.updated_at = at
+            if inc.reopened > row.reopened and row.state == State.resolved.value:
+                row.state = State.open.value
+                row.resolved_at = None
+                row.acknowledged_at = row.mitigated_at = None
+                row.acknowledged_by = None
+            row.reopened = max(row.reopened, inc.reopened)
+        if inc.resolved_at is not None and row.state != State.resolved.value:
+            row.state = State.resolved.value
+            row.resolved_at = inc.resolved_at
+        self.s.flush()
+        return StoredIncident.of(row)
+
+    def set_evidence(self, incident_id: str, evidence: Mapping[str, Any]) -> None:
+        self._row(incident_id).evidence = _clean(evidence)
+
+    def set_runbook(self, incident_id: str, runbook: str | None) -> None:
+        self._row(incident_id).runbook = runbook
+
+    def set_message(self, incident_id: str, channel: str, ts: str) -> None:
+        row = self._row(incident_id)
+        row.slack_channel, row.slack_ts = channel, ts
+
+    def act(
+        self, incident_id: str, action: Action, actor: str, at: datetime, note: str = ""
+    ) -> State:
+        """A person's (or the bot's) lifecycle action, recorded in the timeline and audit log.
+        Raises ``lifecycle.TransitionError`` when it does not apply (nothing is written)."""
+        row = self._row(incident_id)
+        new = transition(State(row.state), action)
+        row.state = new.value
+        row.updated_at = at
+        if new is State.acknowledged:
+            row.acknowledged_at, row.acknowledged_by = at, actor
+        elif new is State.mitigated:
+            row.mitigated_at = at
+        elif new is State.resolved:
+            row.resolved_at = at
+        elif new is State.open:
+            row.resolved_at = None
+            row.reopened += 1
+        text = f"{action.value} by {actor}" + (f": {note}" if note else "")
+        self.timeline(incident_id, Entry(at, action.value, actor, text))
+        self.audit(actor, action.value, incident_id, at, {"note": note} if note else {})
+        return new
+
+    def timeline(self, incident_id: str, entry: Entry) -> None:
+        self.s.add(
+            TimelineRow(
+                incident_id=incident_id,
+                at=entry.at,
+                kind=entry.kind,
+                actor=_text(entry.actor),
+                text=_text(entry.text),
+                data=_clean(entry.data),
+            )
+        )
+
+    def enqueue(self, msg: Outgoing, at: datetime) -> bool:
+        """Add a notification unless one with the same key exists; True when added."""
+        exists = self.s.scalar(select(OutboxRow.id).where(OutboxRow.idempotency_key == msg.key))
+        if exists is not None:
+            return False
+        try:
+            with self.s.begin_nested():
+                self.s.add(
+                    OutboxRow(
+                        idempotency_key=msg.key,
+                        incident_id=msg.incident_id,
+                        channel=msg.channel,
+                        kind=msg.kind,
+                        payload=_clean(msg.payload),
+                        created_at=at,
+                        attempts=0,
+                        next_attempt_at=at,
+                        result={},
+                    )
+                )
+        except IntegrityError:  # another replica enqueued it first
+            return False
+        return True
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        incident_id: str | None,
+        at: datetime,
+        data: Mapping[str, Any] | None = None,
+        *,
+        allowed: bool = True,
+    ) -> None:
+        self.s.add(
+            AuditRow(
+                at=at,
+                actor=_text(actor),
+                action=action,
+                incident_id=incident_id,
+                allowed=allowed,
+                data=_clean(data or {}),
+            )
+        )
+
+    def _row(self, incident_id: str) -> IncidentRow:
+        row = self.s.get(IncidentRow, incident_id)
+        if row is None:
+            raise StoreError(f"no incident {incident_id!r}")
+        return row
+
+
+class Store:
+    """Open with ``Store.open(url)`` (migrates to the latest schema)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        engine = create_engine(url, pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        store.migrate()
+        return store
+
+    def migrate(self) -> None:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(files("bot.store") / "migrations"))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def begin(self) -> Iterator[Tx]:
+        with self._sessions.begin() as session:
+            yield Tx(session)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def incident(self, incident_id: str) -> StoredIncident | None:
+        with self._sessions() as s:
+            row = s.get(IncidentRow, incident_id)
+            return None if row is None else StoredIncident.of(row)
+
+    def incidents(self, *, open_only: bool = False, limit: int = 100) -> list[StoredIncident]:
+        with self._sessions() as s:
+            q = select(IncidentRow).order_by(IncidentRow.opened_at.desc()).limit(limit)
+            if open_only:
+                q = q.where(IncidentRow.state != State.resolved.value)
+            return [StoredIncident.of(r) for r in s.scalars(q)]
+
+    def timeline(self, incident_id: str) -> list[Entry]:
+        with self._sessions() as s:
+            q = (
+                select(TimelineRow)
+                .where(TimelineRow.incident_id == incident_id)
+                .order_by(TimelineRow.at, TimelineRow.id)
+            )
+            return [
+                Entry(utc(r.at), r.kind, r.actor, r.text, dict(r.data))  # type: ignore[arg-type]
+                for r in s.scalars(q)
+            ]
+
+    def audit_log(self, incident_id: str | None = None) -> list[AuditEntry]:
+        with self._sessions() as s:
+            q = select(AuditRow).order_by(AuditRow.id)
+            if incident_id is not None:
+                q = q.where(AuditRow.incident_id == incident_id)
+            return [
+                AuditEntry(utc(r.at), r.actor, r.action, r.incident_id, r.allowed, dict(r.data))  # type: ignore[arg-type]
+                for r in s.scalars(q)
+            ]
+
+    # -- silences -------------------------------------------------------------------------
+
+    def add_silence(self, silence: Silence) -> None:
+        with self.begin() as tx:
+            tx.s.add(
+                SilenceRow(
+                    id=silence.id,
+                    detector=silence.detector,
+                    dimensions=_clean(silence.dimensions),
+                    reason=_text(silence.reason),
+                    created_by=silence.created_by,
+                    created_at=silence.created_at,
+                    expires_at=silence.expires_at,
+                    incident_id=silence.incident_id,
+                )
+            )
+            tx.audit(
+                silence.created_by,
+                "silence",
+                silence.incident_id,
+                silence.created_at,
+                {"silence": silence.id, "reason": silence.reason, "expires_at": silence.expires_at},
+            )
+
+    def end_silence(self, silence_id: str, actor: str, at: datetime) -> None:
+        with self.begin() as tx:
+            row = tx.s.get(SilenceRow, silence_id)
+            if row is None:
+                raise StoreError(f"no silence {silence_id!r}")
+            row.ended_at = at
+            tx.audit(actor, "unsilence", row.incident_id, at, {"silence": silence_id})
+
+    def silences(self, at: datetime | None = None) -> list[Silence]:
+        """Every silence, or those active at ``at`` (silences until resolution included while
+        their incident is open)."""
+        with self._sessions() as s:
+            rows = list(s.scalars(select(SilenceRow).order_by(SilenceRow.created_at)))
+            resolved = set(
+                s.scalars(select(IncidentRow.id).where(IncidentRow.state == State.resolved.value))
+            )
+        out = [
+            Silence(
+                id=r.id,
+                detector=r.detector,
+                dimensions=dict(r.dimensions),
+                reason=r.reason,
+                created_by=r.created_by,
+                created_at=utc(r.created_at),  # type: ignore[arg-type]
+                expires_at=utc(r.expires_at),
+                incident_id=r.incident_id,
+                ended_at=utc(r.ended_at),
+            )
+            for r in rows
+        ]
+        return out if at is None else [x for x in out if x.active(at, resolved)]
+
+    # -- outbox ---------------------------------------------------------------------------
+
+    def due(self, at: datetime, limit: int = 50, channel: str | None = None) -> list[OutboxMessage]:
+        """Unsent notifications whose time has come, oldest first (per incident in order)."""
+        with self._sessions() as s:
+            q = (
+                select(OutboxRow)
+                .where(
+                    OutboxRow.sent_at.is_(None),
+                    OutboxRow.failed_at.is_(None),
+                    OutboxRow.next_attempt_at <= at,
+                )
+                .order_by(OutboxRow.id)
+                .limit(limit)
+            )
+            if channel is not None:
+                q = q.where(OutboxRow.channel == channel)
+            return [
+                OutboxMessage(
+                    r.id,
+                    r.idempotency_key,
+                    r.channel,
+                    r.kind,
+                    dict(r.payload),
+                    r.incident_id,
+                    r.attempts,
+                    utc(r.created_at),  # type: ignore[arg-type]
+                    utc(r.next_attempt_at),  # type: ignore[arg-type]
+                )
+                for r in s.scalars(q)
+            ]
+
+    def mark_sent(self, message_id: int, at: datetime, result: Mapping[str, Any]) -> None:
+        with self.begin() as tx:
+            row = tx.s.get(OutboxRow, message_id)
+            if row is None:
+                raise StoreError(f"no outbox message {message_id}")
+            row.sent_at, row.result = at, _clean(result)
+            row.attempts += 1
+
+    def mark_failed(
+        self, message_id: int, at: datetime, error: str, retry_at: datetime | None
+    ) -> None:
+        """Record a failed attempt: retried at ``retry_at``, or given up when None."""
+        with self.begin() as tx:
+            row = tx.s.get(OutboxRow, message_id)
+            if row is None:
+                raise StoreError(f"no outbox message {message_id}")
+            row.attempts += 1
+            row.last_error = _text(error)[:2000]
+            if retry_at is None:
+                row.failed_at = at
+            else:
+                row.next_attempt_at = retry_at
+
+    def outbox_depth(self) -> int:
+        return len(self.due(datetime.max.replace(tzinfo=UTC), limit=10_000))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def dumps(value: Any) -> str:
+    """The JSON the store would write (tests and the CLI print it)."""
+    return json.dumps(_clean(value), sort_keys=True)
+
+
+__all__ = [
+    "Entry",
+    "OutboxMessage",
+    "Outgoing",
+    "Store",
+    "StoreError",
+    "StoredIncident",
+    "Tx",
+    "dumps",
+    "finding_from_dict",
+    "finding_to_dict",
+]
