@@ -1,0 +1,1 @@
+"""Notification channels: what the bot sends out, and how."""
