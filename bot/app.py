@@ -1,7 +1,9 @@
 """``paytriage run``: the long-running process.
 
-So far it serves /healthz and /readyz and checks the data sources on a schedule; the
-detectors, incidents and Slack app are wired in by the issues that build them.
+Every minute the live cycle (``bot.live``) evaluates the detectors that are due and turns
+what they find into incidents in the store, with evidence, runbook and notifications in the
+outbox; a probe checks the data sources; /healthz and /readyz tell whether it works. The
+Slack and PagerDuty senders that drain the outbox are wired in by their issues.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class SourceHealth:
 
 
 def run_forever(settings: Settings) -> int:
+    from bot.live import build
     from bot.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -70,6 +73,18 @@ def run_forever(settings: Settings) -> int:
     if settings.sources.opensearch.enabled:
         sources.append(OpenSearchSource(settings.sources.opensearch))
     health = SourceHealth()
+    cycle, store = build(settings)
+    last_cycle: dict[str, Any] = {}
+
+    def run_cycle() -> None:
+        try:
+            report = cycle.run_once()
+        except Exception as exc:  # logged and shown on /readyz; the next cycle tries again
+            log.exception("the detection cycle failed")
+            last_cycle.update(at=datetime.now(UTC), error=f"{type(exc).__name__}: {exc}")
+        else:
+            last_cycle.update(at=datetime.now(UTC), error=None, changes=report.changes)
+
     scheduler = BackgroundScheduler(
         timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1}
     )
@@ -81,20 +96,36 @@ def run_forever(settings: Settings) -> int:
         id="probe-sources",
         next_run_time=datetime.now(UTC),
     )
+    scheduler.add_job(
+        run_cycle, "cron", second=5, id="detect", misfire_grace_time=30, max_instances=1
+    )
     scheduler.start()
+
+    def ready() -> tuple[bool, dict[str, Any]]:
+        body = {
+            **health.snapshot(),
+            "detectors": cycle.health.snapshot(),
+            "last_cycle": {k: v for k, v in last_cycle.items() if k != "changes"},
+            "outbox_depth": store.outbox_depth(),
+        }
+        return health.all_ok() and not last_cycle.get("error"), body
+
     server = serve(
         settings.server.host,
         settings.server.port,
         healthy=lambda: (scheduler.running, {}),
-        ready=lambda: (health.all_ok(), health.snapshot()),
+        ready=ready,
     )
-    log.warning(
-        "paytriage %s: detection, incidents and Slack are not implemented yet; this process "
-        "only checks the data sources and serves /healthz and /readyz on %s:%d",
-        "run",
+    log.info(
+        "paytriage run: %d detector(s) every minute, store %s, serving /healthz and /readyz "
+        "on %s:%d",
+        len(cycle.runs),
+        store.engine.url.render_as_string(hide_password=True),
         settings.server.host,
         settings.server.port,
     )
+    if not settings.slack.enabled:
+        log.warning("slack is disabled: incidents are recorded in the store, nothing is posted")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -102,4 +133,5 @@ def run_forever(settings: Settings) -> int:
     log.info("shutting down")
     scheduler.shutdown(wait=False)
     server.shutdown()
+    store.close()
     return 0

@@ -92,6 +92,13 @@ class Config(DetectorConfig):
     min_rise_points: float = Field(default=2.0, ge=0, description="rise in percentage points")
     min_rise_ratio: float = Field(default=1.25, ge=1, description="rise as a ratio of baseline")
     false_alarm_rate: float = Field(default=1e-6, gt=0, lt=0.5, description="per-test alpha")
+    sustained_false_alarm_rate: float = Field(
+        default=1e-4,
+        gt=0,
+        lt=0.5,
+        description="per-test alpha of a rise that persists: each of the last three windows "
+        "must be above the holding level too, which a chance excursion rarely is",
+    )
     for_: Duration = Field(
         default=timedelta(minutes=2),
         alias="for",
@@ -340,7 +347,9 @@ def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Sl
                 sa, sf = float(np.nansum(la_all[:n_w])), float(np.nansum(lf_all[:n_w]))
                 if sa < cfg.min_attempts or sf / sa < slc.threshold:
                     continue
-                p_long = proportion_excess(sf, sa, expected, overdispersion=rho, alpha=alpha)
+                p_long = proportion_excess(
+                    sf, sa, expected, overdispersion=rho, alpha=cfg.sustained_false_alarm_rate
+                )
                 if p_long.p_value < slc.long_p_value:
                     slc.long_p_value = p_long.p_value
                     slc.long_windows = tuple(int(j) for j in long_idx[:n_w])
@@ -370,7 +379,7 @@ def _breaching(s: Slice, cfg: Config, frame: Frame, i: int) -> bool:
     if s.burst_since is not None:
         s.windows = (i,)
         return True
-    if s.long_p_value < alpha:
+    if s.long_p_value < cfg.sustained_false_alarm_rate:
         s.windows = s.long_windows
         return True
     return False

@@ -32,6 +32,15 @@ DROP = timedelta(minutes=30)
 STALL_START = DATA_START + timedelta(hours=3, minutes=30)  # refund_stall on adyen, 2 hours
 STALL = timedelta(hours=2)
 
+# A second morning, two days later, for the scenario kinds the first one does not hold; its
+# first two hours are history (and the first morning is its "two days ago").
+DAY2_START = datetime(2026, 11, 18, 6, 0, tzinfo=UTC)
+DAY2_END = DAY2_START + timedelta(hours=5)
+ISSUER_START = DAY2_START + timedelta(hours=2, minutes=30)  # issuer_decline_spike in BR
+ISSUER = timedelta(minutes=30)
+METHOD_START = DAY2_START + timedelta(hours=3, minutes=40)  # method_failure of apple_pay
+METHOD = timedelta(minutes=30)
+
 
 @dataclass(frozen=True)
 class Stack:
@@ -39,6 +48,8 @@ class Stack:
     opensearch_url: str
     data_dir: Path
     labels: dict[str, object]
+    day2_dir: Path
+    day2_labels: dict[str, object]
 
 
 def _stack_env() -> dict[str, str]:
@@ -81,6 +92,25 @@ def simulation_spec():
     )
 
 
+def day2_spec():
+    from bot.simulate import Scenario, SimulationSpec
+
+    return SimulationSpec(
+        start=DAY2_START,
+        end=DAY2_END,
+        step=timedelta(seconds=60),
+        seed=11,
+        scenarios=(
+            Scenario(
+                "issuer_decline_spike", ISSUER_START, ISSUER, {"country": "BR"}, 1.0, "it-issuer"
+            ),
+            Scenario(
+                "method_failure", METHOD_START, METHOD, {"method": "apple_pay"}, 1.0, "it-method"
+            ),
+        ),
+    )
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     """The real Prometheus and OpenSearch, holding the fixed simulated dataset.
@@ -92,18 +122,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
 
     _run("up")
     data_dir = tmp_path_factory.mktemp("sim")
+    day2_dir = tmp_path_factory.mktemp("sim-day2")
     simulate(simulation_spec(), data_dir)
+    simulate(day2_spec(), day2_dir)
     labels_text = (data_dir / "labels.json").read_text()
+    day2_text = (day2_dir / "labels.json").read_text()
     marker = STACK_DIR / "loaded-labels.json"
-    if not marker.exists() or marker.read_text() != labels_text:
-        _run("load", str(data_dir))
-        marker.write_text(labels_text)
+    if not marker.exists() or marker.read_text() != labels_text + day2_text:
+        _run("load", str(data_dir), str(day2_dir))
+        marker.write_text(labels_text + day2_text)
     env = _stack_env()
     return Stack(
         prometheus_url=env["PAYTRIAGE_PROMETHEUS_URL"],
         opensearch_url=env["PAYTRIAGE_OPENSEARCH_URL"],
         data_dir=data_dir,
         labels=json.loads(labels_text),
+        day2_dir=day2_dir,
+        day2_labels=json.loads(day2_text),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import Literal
 from urllib.parse import urlsplit
@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from bot.config.types import Duration, EnvStr, LabelName, Secret, StrictModel
+from bot.incidents.lifecycle import Maintenance
 from detectors import DetectorsConfig
 from detectors.base import Severity
 
@@ -176,12 +177,86 @@ class StoreConfig(StrictModel):
         return v
 
 
+class MaintenanceConfig(StrictModel):
+    """A maintenance window that suppresses notifications (incidents are still recorded):
+    once (``start`` and ``end``, ISO 8601) or weekly (``weekday``, ``start_time`` in UTC and
+    ``duration``), e.g. a PSP's announced Sunday-night maintenance."""
+
+    name: str = Field(min_length=1, max_length=100)
+    dimensions: dict[LabelName, str] = Field(default_factory=dict)
+    detectors: list[str] = Field(default_factory=list, description="empty: every detector")
+    start: datetime | None = None
+    end: datetime | None = None
+    weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] | None = None
+    start_time: time | None = Field(default=None, description="HH:MM, UTC")
+    duration: Duration | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return None if v is None else _aware(v)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> MaintenanceConfig:
+        once = self.start is not None or self.end is not None
+        weekly = any(v is not None for v in (self.weekday, self.start_time, self.duration))
+        if once and weekly:
+            raise ValueError("give either start and end, or weekday, start_time and duration")
+        if once:
+            if self.start is None or self.end is None:
+                raise ValueError("a one-off window needs both start and end")
+            if self.end <= self.start:
+                raise ValueError("end must be after start")
+        elif None in (self.weekday, self.start_time, self.duration):
+            raise ValueError(
+                "a window needs start and end (once), or weekday, start_time and duration (weekly)"
+            )
+        return self
+
+    def window(self) -> Maintenance:
+        return Maintenance(
+            name=self.name,
+            dimensions=dict(self.dimensions),
+            detectors=tuple(self.detectors),
+            start=self.start,
+            end=self.end,
+            weekday=self.weekday,
+            start_time=self.start_time,
+            duration=self.duration,
+        )
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 class IncidentsConfig(StrictModel):
     correlation_window: Duration = Field(default=timedelta(minutes=15))
     auto_resolve_after: Duration = Field(default=timedelta(minutes=30))
     reopen_within: Duration = Field(default=timedelta(hours=2))
     average_ticket: float | None = Field(default=None, gt=0, description="for amount at risk")
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    maintenance: list[MaintenanceConfig] = Field(default_factory=list)
+
+
+class EvidenceConfig(StrictModel):
+    """What is gathered when an incident opens, and how often it is refreshed."""
+
+    refresh_every: Duration = Field(default=timedelta(minutes=5))
+    min_window: Duration = Field(
+        default=timedelta(minutes=10), description="shortest incident window read"
+    )
+    breakdown_by: list[LabelName] = Field(
+        default_factory=lambda: ["psp", "country", "method", "reason"]
+    )
+    baseline_offset: Duration = Field(default=timedelta(weeks=1))
+    log_max_messages: int = Field(default=2000, ge=10, le=20000)
+    changes_lookback: Duration = Field(default=timedelta(hours=2))
+    changes_after: Duration = Field(
+        default=timedelta(minutes=15), description="a PSP's status page often follows onset"
+    )
+    chart_span: Duration = Field(default=timedelta(hours=3))
+    chart_dir: EnvStr = Field(default="paytriage-data/charts", description="PNG charts")
 
 
 class ServerConfig(StrictModel):
@@ -198,6 +273,7 @@ class Settings(StrictModel):
     sources: SourcesConfig = SourcesConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     incidents: IncidentsConfig = IncidentsConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
     slack: SlackConfig = SlackConfig(enabled=False)
     pagerduty: PagerDutyConfig = PagerDutyConfig()
     runbooks: RunbooksConfig = RunbooksConfig()

@@ -24,7 +24,7 @@ from detectors.base import QueryRef
 
 Redactor = Callable[[str], str]
 
-DEFAULT_KINDS: tuple[str, ...] = ("deploy", "config", "feature_flag")
+DEFAULT_KINDS: tuple[str, ...] = ("deploy", "config", "feature_flag", "psp_status")
 DEFAULT_MAX_CHANGES = 500
 
 CHANGE_FIELDS: Mapping[str, str] = {

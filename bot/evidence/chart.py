@@ -360,24 +360,63 @@ def ratio_series(
     return ChartSeries(times, values, expected, baseline)
 
 
+def level_series(
+    frame: Frame,
+    signal: str,
+    key: LabelKey,
+    *,
+    upto: int | None = None,
+    span: timedelta | None = None,
+) -> ChartSeries:
+    """One signal of the slice ``key`` (rolled up into its labels) over the ``span`` ending at
+    ``upto``, with the median of past weeks (else days) as expected: a count, a lag, an age."""
+    hi = frame.n - 1 if upto is None else min(max(upto, 0), frame.n - 1)
+    lo = 0 if span is None else max(0, hi - frame.steps(span) + 1)
+    dims = tuple(d for d, _ in key)
+
+    def part(k: int) -> np.ndarray:
+        arr = frame.rolled(signal, k, dims).get(key)
+        out = np.full(hi - lo + 1, np.nan)
+        if arr is not None:
+            seg = arr[lo : hi + 1]
+            out[: len(seg)] = seg
+        return out
+
+    values = part(0)
+    expected = np.full(hi - lo + 1, np.nan)
+    baseline = "none"
+    for kind in ("weekly", "daily"):
+        past = [part(k) for k in frame.history(kind)]
+        if not past:
+            continue
+        stacked = np.vstack(past)
+        have = np.isfinite(stacked).any(axis=0)
+        if have.any():
+            expected = np.full(hi - lo + 1, np.nan)
+            expected[have] = np.nanmedian(stacked[:, have], axis=0)
+            baseline = kind
+            break
+    times = tuple(frame.when(i) for i in range(lo, hi + 1))
+    return ChartSeries(times, values, expected, baseline)
+
+
 def chart_finding(
     frame: Frame,
     finding: Finding,
     numerator: str,
-    denominator: str,
+    denominator: str | None = None,
     *,
     span: timedelta = timedelta(hours=3),
 ) -> bytes:
-    """A detector's ratio for the finding's slice over ``span`` up to the finding, against
-    the expected rate and band it was judged by, with its onset and detection time marked."""
-    series = ratio_series(
-        frame,
-        numerator,
-        denominator,
-        label_key(finding.dimensions),
-        upto=frame.index(finding.at),
-        span=span,
-    )
+    """A detector's ratio (``numerator / denominator``) or level (``numerator`` alone) for the
+    finding's slice over ``span`` up to the finding, against the expected value and band it
+    was judged by, with its onset and detection time marked."""
+    key = label_key(finding.dimensions)
+    upto = frame.index(finding.at)
+    if denominator is None:
+        series = level_series(frame, numerator, key, upto=upto, span=span)
+    else:
+        series = ratio_series(frame, numerator, denominator, key, upto=upto, span=span)
     low, high = finding.band
     return render_chart(
         series.times,

@@ -118,6 +118,33 @@ class Grouper:
         self.incidents: list[Incident] = []
         self._by_member: dict[MemberKey, Incident] = {}
 
+    def incident_of(self, finding: Finding) -> Incident | None:
+        """The incident this detector and slice last belonged to, if any."""
+        return self._by_member.get(member_key(finding))
+
+    def adopt(self, inc: Incident) -> None:
+        """Take over an incident kept elsewhere (the store, after a restart): its findings
+        relapse, join and clear it as if this grouper had opened it."""
+        if any(i.id == inc.id for i in self.incidents):
+            return
+        self.incidents.append(inc)
+        for key in inc.members:
+            self._by_member[key] = inc
+
+    def prune(self, at: datetime) -> list[Incident]:
+        """Forget incidents resolved longer than ``reopen_within`` ago (they can no longer
+        re-open); returns them. Keeps a long-running bot's memory flat."""
+        gone = [
+            i
+            for i in self.incidents
+            if i.resolved_at is not None and at - i.resolved_at > self.reopen_within
+        ]
+        if gone:
+            ids = {i.id for i in gone}
+            self.incidents = [i for i in self.incidents if i.id not in ids]
+            self._by_member = {k: i for k, i in self._by_member.items() if i.id not in ids}
+        return gone
+
     def raised(self, finding: Finding, at: datetime) -> Incident:
         key = member_key(finding)
         data = is_data_problem(finding)

@@ -44,6 +44,8 @@ def start_run(
         f"sources:\n  prometheus: {{url: '{prometheus_url}', timeout: 2s, retries: 0}}\n"
         f"  opensearch: {{hosts: ['{opensearch_url}'], timeout: 2s, retries: 0}}\n"
         f"slack: {{enabled: false}}\nserver: {{port: {port}}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path / 'paytriage.db'}'}}\n"
+        f"evidence: {{chart_dir: '{tmp_path / 'charts'}'}}\n"
     )
     env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-must-not-leak"}
     proc = subprocess.Popen(
@@ -87,8 +89,9 @@ def test_ready_when_both_sources_answer(tmp_path: Path, stack: Stack) -> None:
         assert get(f"{base}/nope")[0] == 404
     finally:
         out = stop(proc)
-    assert "not implemented yet" in out  # run says plainly what it does not do yet
+    assert "slack is disabled: incidents are recorded in the store" in out
     assert "xoxb-must-not-leak" not in out
+    assert (tmp_path / "paytriage.db").exists()  # the store was opened (and migrated)
 
 
 def test_not_ready_and_says_why_when_a_source_is_down(tmp_path: Path, stack: Stack) -> None:

@@ -197,3 +197,29 @@ def test_registry_ids_match_config_keys() -> None:
     }
     for name, model in REGISTRY.items():
         assert model().id == name
+
+
+def test_maintenance_windows_are_checked_and_name_the_bad_item() -> None:
+    ok = parse_settings(
+        "slack: {enabled: false}\nincidents:\n  maintenance:\n"
+        "    - {name: adyen, dimensions: {psp: adyen}, weekday: sun, start_time: '02:00', duration: 2h}\n"
+        "    - {name: cutover, start: '2026-12-06T01:00:00Z', end: '2026-12-06T03:00:00'}\n",
+        "t.yaml",
+        env={},
+    )
+    weekly, once = (m.window() for m in ok.incidents.maintenance)
+    assert weekly.duration == timedelta(hours=2) and weekly.dimensions == {"psp": "adyen"}
+    assert once.end is not None and once.end.tzinfo is not None  # naive times are UTC
+
+    [(path, msg)] = issues_of(
+        "slack: {enabled: false}\nincidents:\n  maintenance:\n"
+        "    - {name: ok, weekday: sun, start_time: '02:00', duration: 2h}\n"
+        "    - {name: half, weekday: sun}\n"
+    )
+    assert path == "incidents.maintenance[1]"
+    assert "weekday, start_time and duration" in msg
+    [(path, _)] = issues_of(
+        "slack: {enabled: false}\nincidents:\n  maintenance:\n"
+        "    - {name: x, weekday: someday, start_time: '02:00', duration: 2h}\n"
+    )
+    assert path == "incidents.maintenance[0].weekday"

@@ -106,11 +106,12 @@ def test_gather_changes_window_kinds_and_ranking() -> None:
     assert (evd.start, evd.end) == (ONSET - timedelta(hours=2), ONSET + timedelta(minutes=5))
     ((_, start, end, filters),) = src.calls
     assert (start, end) == (evd.start, evd.end)
-    assert filters == {"kind": ("deploy", "config", "feature_flag")}
+    assert filters == {"kind": ("deploy", "config", "feature_flag", "psp_status")}
     assert [c.description for c in evd.changes] == [
         "routine fixes",
+        "adyen status page: investigating",  # a PSP's status page is a change too
         "switch to batched writes",
-        evd.changes[2].description,  # the redacted config change
+        evd.changes[3].description,  # the redacted config change
         "flag new_checkout_flow enabled for GB",
         "just after onset",
     ]
@@ -118,14 +119,14 @@ def test_gather_changes_window_kinds_and_ranking() -> None:
     assert first.seconds_before_onset == 7 * 60 and first.version == "2.22.1"
     assert first.kind == "deploy" and first.service == "webhook-ingest"
     assert evd.changes[-1].seconds_before_onset == -3 * 60 and evd.changes[-1].after_onset
-    assert "jane.doe@example.com" not in evd.changes[2].description
-    assert evd.changes[2].description.startswith("raise pool size")
+    assert "jane.doe@example.com" not in evd.changes[3].description
+    assert evd.changes[3].description.startswith("raise pool size")
     ref = first.query
     assert ref == evd.query and ref is not None
     assert ref.source == "opensearch" and (ref.start, ref.end) == (evd.start, evd.end)
     q = json.loads(ref.query)
     assert q["index"] == "changes-*" and q["filters"] == {
-        "kind": ["deploy", "config", "feature_flag"]
+        "kind": ["deploy", "config", "feature_flag", "psp_status"]
     }
 
 

@@ -1,0 +1,203 @@
+"""The live cycle: every minute, the detectors that are due read their signals up to now,
+and what they raise or clear goes through the incident pipeline.
+
+``build`` assembles the pieces from the settings (sources, store, runbooks, evidence,
+routing); ``LiveCycle.run_once`` is one evaluation, which the scheduler in ``bot.app``
+calls and tests call directly with a fixed clock. A detector whose signals cannot be read
+or that raises is logged and reported in ``health``; the others carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot.config import Settings
+from bot.config.models import SlackConfig, StoreConfig
+from bot.detection import DetectorRun, Event, fetch_frame, runs_for
+from bot.evidence.gather import EvidenceGatherer
+from bot.evidence.impact import TicketSize
+from bot.incidents.grouping import Incident
+from bot.incidents.lifecycle import matches
+from bot.pipeline import IncidentPipeline, StepReport
+from bot.runbooks import load_runbooks
+from bot.sources import OpenSearchSource, PrometheusSource
+from bot.sources.base import MetricsSource
+from bot.store import Store
+from detectors.base import Finding
+from detectors.signals import Frame
+
+log = logging.getLogger(__name__)
+STEP = timedelta(minutes=1)
+
+
+def floor_time(at: datetime, step: timedelta = STEP) -> datetime:
+    seconds = int(step.total_seconds())
+    ts = int(at.timestamp()) // seconds * seconds
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def slack_router(slack: SlackConfig) -> Callable[[Incident], str | None]:
+    """The channel of the first route that matches the incident, else the default channel."""
+
+    def channel(inc: Incident) -> str | None:
+        for route in slack.routes:
+            m = route.match
+            if m.detector is not None and m.detector not in (inc.detector, *inc.detectors):
+                continue
+            if m.min_severity is not None and inc.severity.rank < m.min_severity.rank:
+                continue
+            if not matches(m.dimensions, inc.dimensions):
+                continue
+            return f"slack:{route.channel}"
+        return f"slack:{slack.default_channel}"
+
+    return channel
+
+
+def store_url(cfg: StoreConfig) -> str:
+    """The SQLAlchemy URL with the password from its secret (never written in the file)."""
+    if cfg.password is None or not cfg.password.is_set:
+        return cfg.url
+    from sqlalchemy.engine import make_url
+
+    return (
+        make_url(cfg.url).set(password=cfg.password.reveal()).render_as_string(hide_password=False)
+    )
+
+
+@dataclass
+class DetectorHealth:
+    """Per detector: the last run, the last error, and how many runs failed (App Home)."""
+
+    last_run: dict[str, datetime] = field(default_factory=dict)
+    last_error: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ok(self, detector: str, at: datetime) -> None:
+        with self.lock:
+            self.last_run[detector] = at
+            self.last_error.pop(detector, None)
+
+    def failed(self, detector: str, at: datetime, error: str) -> None:
+        with self.lock:
+            self.last_run[detector] = at
+            self.last_error[detector] = error
+            self.failures[detector] = self.failures.get(detector, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                d: {
+                    "last_run": self.last_run.get(d),
+                    "error": self.last_error.get(d),
+                    "failures": self.failures.get(d, 0),
+                }
+                for d in sorted(self.last_run)
+            }
+
+
+@dataclass
+class LiveCycle:
+    source: MetricsSource
+    runs: Sequence[DetectorRun]
+    pipeline: IncidentPipeline
+    step: timedelta = STEP
+    health: DetectorHealth = field(default_factory=DetectorHealth)
+
+    def __post_init__(self) -> None:
+        self._last: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def run_once(self, now: datetime | None = None) -> StepReport:
+        """One evaluation at ``now`` (default: the clock), floored to the step."""
+        with self._lock:  # never two cycles at once, whoever calls
+            at = floor_time(now or datetime.now(UTC), self.step)
+            events: list[Event] = []
+            frames: dict[str, Frame] = {}
+            for run in self.runs:
+                rid = run.cfg.id
+                last = self._last.get(rid)
+                if last is not None and at - last < run.cfg.interval:
+                    continue
+                self._last[rid] = at
+                try:
+                    frame = fetch_frame(
+                        self.source,
+                        run.signals(),
+                        run.offsets(),
+                        at - run.lookback(),
+                        at,
+                        self.step,
+                        run.history(),
+                    )
+                    events.extend(run.step(frame, frame.n - 1))
+                    frames[rid] = frame
+                except Exception as exc:  # one detector's failure never stops the others
+                    log.exception("detector %s failed", rid)
+                    self.health.failed(rid, at, f"{type(exc).__name__}: {exc}")
+                    continue
+                if frame.failed:
+                    self.health.failed(rid, at, "; ".join(sorted(frame.failed.values())))
+                else:
+                    self.health.ok(rid, at)
+            active: list[Finding] = [f for run in self.runs for f in run.active.values()]
+            report = self.pipeline.step(events, active, at, frames)
+            for inc_id, changes in report.changes.items():
+                log.info("incident %s: %s", inc_id, ", ".join(changes))
+            return report
+
+
+def build(settings: Settings, *, now: datetime | None = None) -> tuple[LiveCycle, Store]:
+    """The live cycle and its store from the settings; open incidents restored."""
+    prom = PrometheusSource(settings.sources.prometheus)
+    logs = (
+        OpenSearchSource(settings.sources.opensearch)
+        if settings.sources.opensearch.enabled
+        else None
+    )
+    store = Store.open(store_url(settings.store))
+    configs = list(settings.detectors.enabled())
+    runs, missing = runs_for(configs, STEP)
+    if missing:
+        log.warning("detectors configured but not implemented: %s", ", ".join(missing))
+    inc_cfg, ev_cfg = settings.incidents, settings.evidence
+    ticket = (
+        TicketSize(inc_cfg.average_ticket, inc_cfg.currency)
+        if inc_cfg.average_ticket is not None
+        else None
+    )
+    gatherer = EvidenceGatherer(
+        prom,
+        logs,
+        ev_cfg,
+        logs_index=settings.sources.opensearch.logs_index,
+        changes_index=settings.sources.opensearch.changes_index,
+        log_fields=settings.sources.opensearch.fields,
+        ticket=ticket,
+    )
+    pipeline = IncidentPipeline(
+        store=store,
+        gatherer=gatherer,
+        runbooks=load_runbooks(Path(settings.runbooks.dir)),
+        correlation_window=inc_cfg.correlation_window,
+        reopen_within=inc_cfg.reopen_within,
+        refresh_every=ev_cfg.refresh_every,
+        chart_dir=Path(ev_cfg.chart_dir),
+        runbook_base_url=settings.runbooks.base_url,
+        pinned_runbooks={c.id: c.runbook for c in configs},
+        quiet_after_restart={c.id: c.for_ + c.clear_after for c in configs},
+        maintenance=[m.window() for m in inc_cfg.maintenance],
+        channel=slack_router(settings.slack) if settings.slack.enabled else None,
+    )
+    pipeline.restore(floor_time(now or datetime.now(UTC)))
+    return LiveCycle(prom, runs, pipeline), store
+
+
+__all__ = ["DetectorHealth", "LiveCycle", "build", "floor_time", "slack_router", "store_url"]

@@ -1,0 +1,388 @@
+"""From detector events to durable incidents with evidence, a runbook and notifications.
+
+``IncidentPipeline.step`` takes what the detectors raised and cleared at one evaluation
+(the live scheduler's cycle, or one step of a replay) and, for each incident it touches:
+
+1. groups the findings (``bot.incidents.grouping``): open, join, relapse, resolve;
+2. gathers evidence when an incident opens or re-opens, and refreshes it every
+   ``evidence.refresh_every`` while it is open; matches its runbook;
+3. writes the incident, its new timeline entries, evidence and runbook, and the
+   notifications they cause, in one transaction (durable before visible: senders work off
+   the outbox, each message under an idempotency key, so a restart never posts twice);
+4. asks silences and maintenance windows first: a suppressed notification is not enqueued,
+   and the timeline says why (the incident itself is always recorded).
+
+After a restart, ``restore`` takes the open incidents back from the store. Their findings
+are expected to be raised again by the detectors (which read persistence from the data); a
+finding that is not raised again within its detector's ``for`` + ``clear_after`` clears, so
+an incident whose problem ended while the bot was down resolves instead of staying open.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from bot.detection import Event
+from bot.evidence.gather import Gathered, lead_finding, save_chart
+from bot.incidents.grouping import (
+    Grouper,
+    Incident,
+    MemberKey,
+    TimelineEntry,
+    iso,
+    member_key,
+)
+from bot.incidents.lifecycle import Maintenance, State, suppressed_by
+from bot.runbooks import Runbook, match
+from bot.store import Entry, Outgoing, Store, StoredIncident
+from bot.store.store import finding_from_dict
+from detectors.base import Finding
+from detectors.signals import Frame
+
+log = logging.getLogger(__name__)
+
+BOT = "paytriage"
+
+# How an incident changed in one step, in the order notifications are sent.
+OPENED, REOPENED, JOINED, SEVERITY, REFRESHED, RESOLVED = (
+    "opened",
+    "reopened",
+    "joined",
+    "severity",
+    "refreshed",
+    "resolved",
+)
+
+
+@dataclass
+class StepReport:
+    """What one step did, per incident id (tests, logs and the bot's metrics read it)."""
+
+    changes: dict[str, list[str]] = field(default_factory=dict)
+    suppressed: dict[str, str] = field(default_factory=dict)
+    enqueued: list[str] = field(default_factory=list)
+
+    def ids(self, change: str) -> list[str]:
+        return [i for i, cs in self.changes.items() if change in cs]
+
+
+Channel = Callable[[Incident], str | None]
+
+
+class Gatherer(Protocol):
+    """Evidence for an incident at ``at`` (``bot.evidence.gather.EvidenceGatherer``)."""
+
+    def gather(
+        self,
+        inc: Incident,
+        at: datetime,
+        frames: Mapping[str, Frame] | None = None,
+        active: Sequence[Finding] = (),
+    ) -> Gathered: ...
+
+
+@dataclass
+class IncidentPipeline:
+    store: Store
+    gatherer: Gatherer | None
+    runbooks: Sequence[Runbook]
+    correlation_window: timedelta
+    reopen_within: timedelta
+    refresh_every: timedelta = timedelta(minutes=5)
+    chart_dir: Path | None = None
+    runbook_base_url: str | None = None
+    pinned_runbooks: Mapping[str, str | None] = field(default_factory=dict)
+    quiet_after_restart: Mapping[str, timedelta] = field(default_factory=dict)
+    maintenance: Sequence[Maintenance] = ()
+    channel: Channel | None = None  # where an incident's notifications go (None: nowhere)
+
+    def __post_init__(self) -> None:
+        self.grouper = Grouper(self.correlation_window, self.reopen_within)
+        self._timeline_done: dict[str, int] = {}
+        self._refreshed: dict[str, datetime] = {}
+        self._gathers: dict[str, int] = {}
+        self._restored: dict[MemberKey, tuple[Finding, datetime]] = {}
+
+    # -- restart ----------------------------------------------------------------------------
+
+    def restore(self, at: datetime) -> list[str]:
+        """Take the store's open incidents back; returns their ids."""
+        ids = []
+        for row in self.store.incidents(open_only=True, limit=10_000):
+            inc = incident_from_store(row)
+            self.grouper.adopt(inc)
+            self._timeline_done[inc.id] = len(inc.timeline)
+            self._gathers[inc.id] = int(row.evidence.get("version", 0) or 0)
+            if gathered := row.evidence.get("gathered_at"):
+                self._refreshed[inc.id] = datetime.fromisoformat(gathered.replace("Z", "+00:00"))
+            for key, f in inc.active.items():
+                grace = self.quiet_after_restart.get(f.detector, timedelta(minutes=15))
+                self._restored[key] = (f, at + grace)
+            ids.append(inc.id)
+        if ids:
+            log.info("restored %d open incident(s) from the store", len(ids))
+        return ids
+
+    # -- one evaluation ---------------------------------------------------------------------
+
+    def step(
+        self,
+        events: Iterable[Event],
+        active: Sequence[Finding],
+        at: datetime,
+        frames: Mapping[str, Frame] | None = None,
+    ) -> StepReport:
+        report = StepReport()
+        touched: dict[str, Incident] = {}
+
+        def note(inc: Incident, change: str) -> None:
+            touched[inc.id] = inc
+            report.changes.setdefault(inc.id, [])
+            if change not in report.changes[inc.id]:
+                report.changes[inc.id].append(change)
+
+        for e in sorted(events, key=lambda e: e.at):
+            if e.kind == "raised":
+                self._restored.pop(member_key(e.finding), None)
+                before = self.grouper.incident_of(e.finding)
+                was_open = before is not None and before.is_open
+                severities = {i.id: i.severity for i in self.grouper.incidents}
+                inc = self.grouper.raised(e.finding, e.at)
+                severity = severities.get(inc.id)
+                if severity is None:
+                    note(inc, OPENED)
+                elif inc is before and not was_open:
+                    note(inc, REOPENED)
+                elif inc is not before:
+                    note(inc, JOINED)
+                if severity is not None and inc.severity.rank > severity.rank:
+                    note(inc, SEVERITY)
+            elif e.kind == "cleared":
+                self._restored.pop(member_key(e.finding), None)
+                cleared = self.grouper.cleared(e.finding, e.at)
+                if cleared is not None:
+                    touched[cleared.id] = cleared
+                    if not cleared.is_open:
+                        note(cleared, RESOLVED)
+        for f in active:
+            current = self.grouper.incident_of(f)
+            if current is None or not current.is_open:
+                continue
+            severity = current.severity
+            self.grouper.updated(f)
+            if current.severity.rank > severity.rank:
+                note(current, SEVERITY)
+        for key, (f, deadline) in list(self._restored.items()):
+            if at >= deadline:
+                del self._restored[key]
+                owner = self.grouper.incident_of(f)
+                if owner is not None and owner.is_open:
+                    owner.timeline.append(
+                        TimelineEntry(at, f"{f.detector} not raised again since the restart")
+                    )
+                gone = self.grouper.cleared(f, at)
+                if gone is not None:
+                    touched[gone.id] = gone
+                    if not gone.is_open:
+                        note(gone, RESOLVED)
+        for inc in self.grouper.incidents:
+            last = self._refreshed.get(inc.id)
+            if inc.is_open and inc.id not in touched and last and at - last >= self.refresh_every:
+                note(inc, REFRESHED)
+        for gone in self.grouper.prune(at):
+            for d in (self._timeline_done, self._refreshed, self._gathers):
+                d.pop(gone.id, None)
+        for inc in touched.values():
+            try:
+                self._persist(inc, report.changes.get(inc.id, []), at, active, frames, report)
+            except Exception:
+                # One incident's failure (a store error) must not lose the others' updates;
+                # its state stays in memory and is written on the next step that touches it.
+                log.exception("incident %s could not be saved", inc.id)
+        return report
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _persist(
+        self,
+        inc: Incident,
+        changes: list[str],
+        at: datetime,
+        active: Sequence[Finding],
+        frames: Mapping[str, Frame] | None,
+        report: StepReport,
+    ) -> None:
+        evidence: dict[str, Any] | None = None
+        runbook: tuple[str | None, dict[str, Any]] | None = None
+        if inc.is_open and ({OPENED, REOPENED, REFRESHED, JOINED} & set(changes)):
+            evidence = self._evidence(inc, at, active, frames)
+            self._refreshed[inc.id] = at
+        if evidence is not None or {OPENED, REOPENED, JOINED} & set(changes):
+            runbook = self._runbook(inc)  # pure and cheap: kept with every evidence version
+            if evidence is not None:
+                evidence["runbook"] = runbook[1]
+
+        stored_before = self.store.incident(inc.id)
+        silences = self.store.silences(at)
+        with self.store.begin() as tx:
+            stored = tx.save_incident(inc, at)
+            done = self._timeline_done.get(inc.id, 0)
+            for t in inc.timeline[done:]:
+                tx.timeline(inc.id, Entry(t.at, _kind(t.what), t.by, t.what))
+            if evidence is not None:
+                tx.set_evidence(inc.id, evidence)
+            if runbook is not None:
+                tx.set_runbook(inc.id, runbook[0])
+            kinds: set[str] = set()
+            for change in changes:
+                kind = _notification(change)
+                if kind is None or kind in kinds:
+                    continue  # joined and more severe in one step: one update
+                kinds.add(kind)
+                if (
+                    change == RESOLVED
+                    and stored_before is not None
+                    and (stored_before.state is State.resolved)
+                ):
+                    continue  # resolved by a person already: nothing new to tell
+                why = suppressed_by(
+                    inc.detector,
+                    inc.dimensions,
+                    inc.id,
+                    at,
+                    silences,
+                    self.maintenance,
+                )
+                channel = self.channel(inc) if self.channel is not None else None
+                if why is not None:
+                    report.suppressed[inc.id] = why
+                    tx.timeline(
+                        inc.id,
+                        Entry(at, "suppressed", BOT, f"{kind} not sent: {why}"),
+                    )
+                    continue
+                if channel is None:
+                    continue
+                key = _idempotency_key(inc, change, at)
+                msg = Outgoing(
+                    key=key,
+                    channel=channel,
+                    kind=kind,
+                    incident_id=inc.id,
+                    payload={
+                        "incident_id": inc.id,
+                        "change": change,
+                        "title": inc.title,
+                        "severity": inc.severity.value,
+                        "state": stored.state.value,
+                        "at": iso(at),
+                    },
+                )
+                if tx.enqueue(msg, at):
+                    report.enqueued.append(key)
+        self._timeline_done[inc.id] = len(inc.timeline)
+
+    def _evidence(
+        self,
+        inc: Incident,
+        at: datetime,
+        active: Sequence[Finding],
+        frames: Mapping[str, Frame] | None,
+    ) -> dict[str, Any]:
+        version = self._gathers.get(inc.id, 0) + 1
+        self._gathers[inc.id] = version
+        if self.gatherer is None:
+            return {"version": version, "gathered_at": iso(at), "missing": "no evidence sources"}
+        try:
+            got = self.gatherer.gather(inc, at, frames, active)
+        except Exception as exc:  # evidence is help, never a reason to lose the incident
+            log.exception("evidence for %s could not be gathered", inc.id)
+            return {"version": version, "gathered_at": iso(at), "missing": f"failed: {exc}"}
+        ev = dict(got.evidence, version=version)
+        if got.chart is not None and self.chart_dir is not None:
+            try:
+                path = save_chart(self.chart_dir, inc.id, version, got.chart)
+                ev["chart"] = {"rendered": True, "path": str(path)}
+            except OSError as exc:
+                ev["chart"] = {"rendered": False, "missing": f"could not be written: {exc}"}
+        return ev
+
+    def _runbook(self, inc: Incident) -> tuple[str | None, dict[str, Any]]:
+        lead = lead_finding(inc)
+        details = dict(lead.details)
+        if inc.data_problem:
+            details.setdefault("kind", "data_problem")
+        m = match(
+            self.runbooks,
+            inc.detector,
+            inc.dimensions,
+            details,
+            pinned=self.pinned_runbooks.get(inc.detector),
+        )
+        if m.runbook is None:
+            return None, {"id": None, "reason": m.reason}
+        rb = m.runbook
+        return rb.id, {
+            "id": rb.id,
+            "title": rb.title,
+            "link": rb.link(self.runbook_base_url),
+            "owner": rb.owner,
+            "reason": m.reason,
+            "steps": list(rb.steps[:8]),
+        }
+
+
+def _kind(what: str) -> str:
+    head = what.split(":", 1)[0]
+    return head.split(" ")[0] if head else "note"
+
+
+def _notification(change: str) -> str | None:
+    return {
+        OPENED: "incident.opened",
+        REOPENED: "incident.reopened",
+        JOINED: "incident.updated",
+        SEVERITY: "incident.updated",
+        REFRESHED: "incident.refreshed",  # new numbers: the message is edited in place
+        RESOLVED: "incident.resolved",
+    }.get(change)
+
+
+def _idempotency_key(inc: Incident, change: str, at: datetime) -> str:
+    """The same decision replayed (after a restart) maps to the same key."""
+    if change == OPENED:
+        return f"{inc.id}:opened"
+    if change in (REOPENED, RESOLVED):
+        return f"{inc.id}:{change}:{inc.reopened}"
+    return f"{inc.id}:{change}:{iso(at)}"
+
+
+def incident_from_store(row: StoredIncident) -> Incident:
+    """The grouping's view of a stored incident (its findings, active or not)."""
+    inc = Incident(
+        id=row.id,
+        detector=row.detector,
+        dimensions=dict(row.dimensions),
+        title=row.title,
+        severity=row.severity,
+        opened_at=row.opened_at,
+        onset=row.onset,
+        data_problem=row.data_problem,
+        resolved_at=row.resolved_at if row.state is State.resolved else None,
+        reopened=row.reopened,
+    )
+    for m in row.members.values():
+        f = finding_from_dict(m["finding"])
+        key = member_key(f)
+        inc.members[key] = f
+        if m.get("active"):
+            inc.active[key] = f
+    return inc
+
+
+__all__ = ["IncidentPipeline", "StepReport", "incident_from_store"]

@@ -1,0 +1,69 @@
+"""The live cycle's pure parts: routing an incident to its Slack channel, the store URL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.config.models import SlackConfig, StoreConfig
+from bot.incidents.grouping import Incident
+from bot.live import floor_time, slack_router, store_url
+from detectors.base import Severity
+
+T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
+
+
+def incident(detector: str, severity: Severity = Severity.error, **dims: str) -> Incident:
+    return Incident("inc-1", detector, dims, "t", severity, T0, None, False)
+
+
+def slack(routes: list[dict[str, object]]) -> SlackConfig:
+    return SlackConfig.model_validate(
+        {"enabled": False, "default_channel": "#payments-oncall", "routes": routes}
+    )
+
+
+def test_the_first_matching_route_wins_else_the_default_channel() -> None:
+    route = slack_router(
+        slack(
+            [
+                {"match": {"detector": "webhook_lag"}, "channel": "#payments-webhooks"},
+                {
+                    "match": {"min_severity": "critical", "dimensions": {"psp": "stripe"}},
+                    "channel": "#stripe-war-room",
+                },
+                {"match": {"dimensions": {"psp": "stripe"}}, "channel": "#stripe"},
+            ]
+        )
+    )
+    assert route(incident("webhook_lag", psp="stripe")) == "slack:#payments-webhooks"
+    assert (
+        route(incident("decline_spike", Severity.critical, psp="stripe"))
+        == "slack:#stripe-war-room"
+    )
+    assert (
+        route(incident("decline_spike", Severity.error, psp="stripe", country="DE"))
+        == "slack:#stripe"
+    )
+    assert route(incident("decline_spike", psp="adyen")) == "slack:#payments-oncall"
+    assert route(incident("decline_spike")) == "slack:#payments-oncall"
+
+
+def test_the_store_password_comes_from_its_secret_and_never_from_the_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PGPASSWORD", "s3cr/et@")
+    cfg = StoreConfig.model_validate(
+        {"url": "postgresql+psycopg://bot@db:5432/paytriage", "password": "${PGPASSWORD}"}
+    )
+    url = store_url(cfg)
+    assert url.startswith("postgresql+psycopg://bot:") and url.endswith("@db:5432/paytriage")
+    from sqlalchemy.engine import make_url
+
+    assert make_url(url).password == "s3cr/et@"
+    assert store_url(StoreConfig()) == "sqlite:///paytriage.db"
+
+
+def test_the_clock_is_floored_to_the_step() -> None:
+    assert floor_time(datetime(2026, 11, 16, 9, 0, 59, 999, tzinfo=UTC)) == T0
