@@ -2,8 +2,8 @@
 
 Every minute the live cycle (``bot.live``) evaluates the detectors that are due and turns
 what they find into incidents in the store, with evidence, runbook and notifications in the
-outbox; a probe checks the data sources; /healthz and /readyz tell whether it works. The
-Slack and PagerDuty senders that drain the outbox are wired in by their issues.
+outbox; every ten seconds the Slack sender drains the outbox (``bot.notify.slack``); a
+probe checks the data sources; /healthz and /readyz tell whether it works.
 """
 
 from __future__ import annotations
@@ -64,6 +64,28 @@ class SourceHealth:
             return bool(self.last_ok) and not self.last_error
 
 
+def slack_sender(settings: Settings, store: Any) -> Any:
+    """The outbox sender for Slack, or None when Slack is disabled."""
+    if not settings.slack.enabled or settings.slack.bot_token is None:
+        return None
+    from slack_sdk import WebClient
+
+    from bot.notify.slack.sender import SlackSender
+
+    client = WebClient(
+        token=settings.slack.bot_token.reveal(),
+        timeout=10,
+        base_url=settings.slack.base_url or WebClient.BASE_URL,
+    )
+    return SlackSender(
+        store,
+        client,
+        thread_min_interval=settings.slack.thread_update_min_interval,
+        graph_url=settings.sources.prometheus.graph_url,
+        dashboards_url=settings.sources.opensearch.dashboards_url,
+    )
+
+
 def run_forever(settings: Settings) -> int:
     from bot.live import build
     from bot.server import serve
@@ -99,6 +121,9 @@ def run_forever(settings: Settings) -> int:
     scheduler.add_job(
         run_cycle, "cron", second=5, id="detect", misfire_grace_time=30, max_instances=1
     )
+    sender = slack_sender(settings, store)
+    if sender is not None:
+        scheduler.add_job(sender.drain, "interval", seconds=10, id="slack-outbox", max_instances=1)
     scheduler.start()
 
     def ready() -> tuple[bool, dict[str, Any]]:
@@ -124,7 +149,7 @@ def run_forever(settings: Settings) -> int:
         settings.server.host,
         settings.server.port,
     )
-    if not settings.slack.enabled:
+    if sender is None:
         log.warning("slack is disabled: incidents are recorded in the store, nothing is posted")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,28 @@
+"""Ids shared by the incident message (``render``) and the Slack app's handlers.
+
+Every interactive element of an incident message carries the incident id as its ``value``
+(the silence menu: the option value is the duration, the block id names the incident).
+"""
+
+from __future__ import annotations
+
+ACK = "paytriage_ack"
+ESCALATE = "paytriage_escalate"
+SILENCE = "paytriage_silence"  # static_select; option values below
+RESOLVE = "paytriage_resolve"
+POSTMORTEM = "paytriage_postmortem"
+RUNBOOK = "paytriage_runbook"  # a URL button: Slack still sends an action, acknowledged only
+ACTIONS_BLOCK = "paytriage_actions:"  # + incident id: the block id of the buttons
+
+SILENCE_OPTIONS = {"1h": "Silence 1 h", "4h": "Silence 4 h", "resolved": "Silence until resolved"}
+
+__all__ = [
+    "ACK",
+    "ACTIONS_BLOCK",
+    "ESCALATE",
+    "POSTMORTEM",
+    "RESOLVE",
+    "RUNBOOK",
+    "SILENCE",
+    "SILENCE_OPTIONS",
+]

@@ -1,0 +1,378 @@
+"""The incident message in Slack, as Block Kit: pure functions over a stored incident.
+
+One root message per incident answers "what, where, since when, how bad, why, what do I
+do": title with severity and state, the slice, onset and detection, impact, the ranked
+breakdown, the log patterns that rose (redacted, escaped), recent changes, concurrent
+findings, the runbook as a button, the actions, and links to the queries behind the
+numbers. Blocks are built with ``slack_sdk.models.blocks`` so Slack's limits are checked
+before anything is sent; long text is cut with a note instead of being refused by Slack.
+
+Everything that came from data passes :func:`mrkdwn` (redacted, then ``&``, ``<``, ``>``
+escaped), so a log line can never mention ``@channel`` or forge a link.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    Option,
+    SectionBlock,
+    StaticSelectElement,
+)
+
+from bot.evidence.impact import format_window
+from bot.incidents.lifecycle import State
+from bot.notify.slack import ids
+from bot.redact import redact
+from bot.store import StoredIncident
+from detectors.base import Severity
+
+MAX_SECTION = 3000  # characters of mrkdwn in a section
+MAX_HEADER = 150
+MAX_BLOCKS = 50
+MAX_FALLBACK = 3000  # the notification text; Slack allows far more, people read far less
+CUT_NOTE = "… (cut; the rest is in the thread and the store)"
+
+SEVERITY_ICON = {
+    Severity.critical: ":red_circle:",
+    Severity.error: ":large_orange_circle:",
+    Severity.warning: ":large_yellow_circle:",
+    Severity.info: ":large_blue_circle:",
+}
+STATE_ICON = {
+    State.open: ":rotating_light:",
+    State.acknowledged: ":eyes:",
+    State.mitigated: ":adhesive_bandage:",
+    State.resolved: ":white_check_mark:",
+}
+
+
+def mrkdwn(text: object) -> str:
+    """Data made safe for mrkdwn: redacted, then ``&``, ``<``, ``>`` escaped."""
+    s = redact(str(text))
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def plain(text: object, limit: int) -> str:
+    """Redacted text for plain_text fields (Slack shows it literally), cut to ``limit``."""
+    return cut(redact(str(text)), limit, "…")
+
+
+def cut(text: str, limit: int, note: str = CUT_NOTE) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - len(note))].rstrip() + note
+
+
+def where(dimensions: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(dimensions.items())) or "all payments"
+
+
+def _ts(at: datetime) -> str:
+    """A time people read in any time zone: Slack's date token (with a UTC fallback)."""
+    epoch = int(at.timestamp())
+    return f"<!date^{epoch}^{{time}} ({{date_short}})|{at:%Y-%m-%d %H:%M} UTC>"
+
+
+def duration(inc: StoredIncident, now: datetime) -> timedelta:
+    start = inc.onset or inc.opened_at
+    end = inc.resolved_at or now
+    return max(end - start, timedelta(0))
+
+
+def title_line(inc: StoredIncident, now: datetime) -> str:
+    state = inc.state.value.upper()
+    if inc.state is State.resolved:
+        state = f"RESOLVED after {format_window(duration(inc, now))}"
+    return f"[{inc.severity.value.upper()}] [{state}] {inc.title}"
+
+
+def fallback_text(inc: StoredIncident, now: datetime) -> str:
+    """The notification text (and what screen readers say)."""
+    return cut(mrkdwn(f"{title_line(inc, now)} ({where(inc.dimensions)})"), MAX_FALLBACK, "…")
+
+
+def _section(lines: Iterable[str]) -> SectionBlock | None:
+    body = "\n".join(lines).strip()
+    if not body:
+        return None
+    return SectionBlock(text=MarkdownTextObject(text=cut(body, MAX_SECTION)))
+
+
+def _num(x: object) -> float | None:
+    return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
+
+
+def evidence_lines(ev: Mapping[str, Any], max_patterns: int = 3) -> dict[str, list[str]]:
+    """The evidence as mrkdwn lines per section (all data escaped)."""
+    out: dict[str, list[str]] = {}
+    impact = ev.get("impact") or {}
+    if impact.get("lines"):
+        out["impact"] = [mrkdwn(x) for x in impact["lines"]]
+    b = ev.get("breakdown") or {}
+    lines = []
+    for d in b.get("dimensions", []):
+        if d.get("missing"):
+            lines.append(f"By {mrkdwn(d['dimension'])}: unavailable ({mrkdwn(d['missing'])})")
+            continue
+        top = d.get("top") or []
+        if top:
+            lines.append(f"*By {mrkdwn(d['dimension'])}*")
+            lines.extend(f"• {mrkdwn(c['text'])}" for c in top)
+    if b.get("lines"):
+        lines.insert(0, mrkdwn(b["lines"][0]))
+    if lines:
+        out["breakdown"] = lines
+    logs = ev.get("logs") or {}
+    lines = []
+    if logs.get("missing"):
+        lines.append(f"Logs: {mrkdwn(logs['missing'])}")
+    for p in (logs.get("patterns") or [])[:max_patterns]:
+        before = p.get("count_before", 0)
+        rise = "new" if not before else f"{before} before"
+        code = f" `{mrkdwn(p['error_code'])}`" if p.get("error_code") else ""
+        lines.append(f"• *{p.get('count_now', 0)}×* ({rise}){code} {mrkdwn(p['template'])}")
+        if p.get("example"):
+            lines.append(f"    e.g. _{mrkdwn(cut(p['example'], 300, '…'))}_")
+    codes = [c for c in (logs.get("error_codes") or [])[:5] if c.get("code")]
+    if codes:
+        lines.append(
+            "Error codes: "
+            + ", ".join(
+                f"`{mrkdwn(c['code'])}` {c.get('count_before', 0)}→{c.get('count_now', 0)}"
+                for c in codes
+            )
+        )
+    if lines:
+        out["logs"] = lines
+    ch = ev.get("changes") or {}
+    lines = []
+    if ch.get("missing"):
+        lines.append(f"Changes: {mrkdwn(ch['missing'])}")
+    for c in (ch.get("items") or [])[:3]:
+        mins = _num(c.get("minutes_before_onset"))
+        when = (
+            f"{mins:g} min before onset"
+            if mins is not None and mins >= 0
+            else f"{-mins:g} min after onset"
+            if mins is not None
+            else "near onset"
+        )
+        lines.append(
+            f"• {mrkdwn(c.get('kind', ''))} *{mrkdwn(c.get('service', ''))}* "
+            f"{mrkdwn(c.get('version', ''))} — {mrkdwn(c.get('description', ''))} ({when})"
+        )
+    if lines:
+        out["changes"] = lines
+    conc = [
+        f"• {mrkdwn(c['detector'])} on {mrkdwn(where(c.get('dimensions') or {}))}: "
+        f"{mrkdwn(c.get('title', ''))}"
+        for c in (ev.get("concurrent") or [])[:3]
+    ]
+    if conc:
+        out["concurrent"] = conc
+    return out
+
+
+def prometheus_link(
+    graph_url: str, query: str, start: datetime | None, end: datetime | None
+) -> str:
+    """A Prometheus graph URL for a query (the expression is URL-encoded, never interpreted)."""
+    rng = "1h"
+    if start is not None and end is not None:
+        rng = f"{max(5, int((end - start).total_seconds() // 60) + 30)}m"
+    params = {"g0.expr": query, "g0.tab": "0", "g0.range_input": rng}
+    if end is not None:
+        params["g0.end_input"] = end.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{graph_url.rstrip('/')}/graph?{urlencode(params, quote_via=quote)}"
+
+
+def query_links(
+    ev: Mapping[str, Any], graph_url: str | None, dashboards_url: str | None, limit: int = 4
+) -> list[str]:
+    """mrkdwn links to the queries behind the main numbers."""
+    out = []
+    if graph_url:
+        seen = set()
+        for f in ev.get("findings") or []:
+            for q in f.get("queries") or []:
+                if q.get("source") != "prometheus" or q["query"] in seen:
+                    continue
+                seen.add(q["query"])
+                start = _parse(q.get("start"))
+                end = _parse(q.get("end"))
+                url = prometheus_link(graph_url, q["query"], start, end)
+                out.append(f"<{url}|PromQL {len(seen)}>")
+    if dashboards_url and (ev.get("logs") or {}).get("window"):
+        a, b = ev["logs"]["window"]
+        params = urlencode({"_g": f"(time:(from:'{a}',to:'{b}'))"}, quote_via=quote)
+        out.append(f"<{dashboards_url.rstrip('/')}/app/data-explorer/discover?{params}|Logs>")
+    return out[:limit]
+
+
+def _parse(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def action_elements(inc: StoredIncident) -> list[Any]:
+    """The buttons: runbook first, then what people do with the incident."""
+    elements: list[Any] = []
+    rb = inc.evidence.get("runbook") or {}
+    link = rb.get("link")
+    if isinstance(link, str) and link.startswith(("http://", "https://")):
+        elements.append(
+            ButtonElement(
+                text=plain(f"Runbook: {rb.get('title') or rb.get('id')}", 75),
+                action_id=ids.RUNBOOK,
+                url=link,
+                value=inc.id,
+            )
+        )
+    if inc.state is not State.resolved:
+        if inc.state is State.open:
+            elements.append(
+                ButtonElement(text="Acknowledge", action_id=ids.ACK, value=inc.id, style="primary")
+            )
+        elements.append(ButtonElement(text="Escalate", action_id=ids.ESCALATE, value=inc.id))
+        elements.append(
+            StaticSelectElement(
+                placeholder="Silence…",
+                action_id=ids.SILENCE,
+                options=[Option(value=v, label=t) for v, t in ids.SILENCE_OPTIONS.items()],
+            )
+        )
+        elements.append(
+            ButtonElement(text="Resolve", action_id=ids.RESOLVE, value=inc.id, style="danger")
+        )
+    elements.append(ButtonElement(text="Draft postmortem", action_id=ids.POSTMORTEM, value=inc.id))
+    return elements
+
+
+def incident_blocks(
+    inc: StoredIncident,
+    now: datetime,
+    *,
+    graph_url: str | None = None,
+    dashboards_url: str | None = None,
+) -> list[dict[str, Any]]:
+    """The root message's blocks (as dicts, validated by the slack_sdk models)."""
+    ev = inc.evidence or {}
+    icon = STATE_ICON[inc.state] if inc.state is State.resolved else SEVERITY_ICON[inc.severity]
+    blocks: list[Block] = [HeaderBlock(text=plain(f"{title_line(inc, now)}", MAX_HEADER))]
+    onset = inc.onset or inc.opened_at
+    facts = [
+        f"{icon} *{inc.severity.value.upper()}* · {STATE_ICON[inc.state]} *{inc.state.value}*"
+        f" · `{inc.id}`",
+        f"*Where:* {mrkdwn(where(inc.dimensions))} · *Detectors:* "
+        f"{mrkdwn(', '.join(sorted({m.split('|')[0] for m in inc.members}) or [inc.detector]))}",
+        f"*Since:* {_ts(onset)} ({format_window(duration(inc, now))})"
+        f" · *Detected:* {_ts(inc.opened_at)}",
+    ]
+    if inc.acknowledged_by:
+        facts.append(f"*Acknowledged by:* {mrkdwn(inc.acknowledged_by)}")
+    if inc.data_problem:
+        facts.append(
+            "_Data problem: metrics are missing or stale; this is not a payment incident._"
+        )
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=cut("\n".join(facts), MAX_SECTION))))
+    sections = evidence_lines(ev)
+    for key, label in (
+        ("impact", "Impact"),
+        ("breakdown", "Where it comes from"),
+        ("logs", "Logs that rose"),
+        ("changes", "Changes before onset"),
+        ("concurrent", "Also happening"),
+    ):
+        if key in sections:
+            block = _section([f"*{label}*", *sections[key]])
+            if block is not None:
+                blocks.append(block)
+    if ev.get("missing"):
+        blocks.append(
+            ContextBlock(elements=[MarkdownTextObject(text=f"Evidence: {mrkdwn(ev['missing'])}")])
+        )
+    rb = ev.get("runbook") or {}
+    if rb and not rb.get("id"):
+        blocks.append(
+            ContextBlock(
+                elements=[MarkdownTextObject(text=f"No runbook: {mrkdwn(rb.get('reason', ''))}")]
+            )
+        )
+    blocks.append(DividerBlock())
+    blocks.append(ActionsBlock(block_id=ids.ACTIONS_BLOCK + inc.id, elements=action_elements(inc)))
+    links = query_links(ev, graph_url, dashboards_url)
+    if links:
+        blocks.append(
+            ContextBlock(
+                elements=[MarkdownTextObject(text=cut("Queries: " + " · ".join(links), 2000))]
+            )
+        )
+    return [b.to_dict() for b in blocks[:MAX_BLOCKS]]
+
+
+def thread_text(change: str, inc: StoredIncident, now: datetime) -> str | None:
+    """What a change says in the incident's thread (None: nothing to say there)."""
+    if change == "reopened":
+        return f":repeat: Re-opened (relapse #{inc.reopened}): {mrkdwn(inc.title)}"
+    if change == "resolved":
+        return (
+            f":white_check_mark: Resolved after {format_window(duration(inc, now))}: every "
+            "finding cleared."
+        )
+    if change == "joined":
+        newest = max(
+            (m["finding"] for m in inc.members.values()),
+            key=lambda f: f.get("at") or "",
+            default=None,
+        )
+        what = mrkdwn(newest["title"]) if newest else "another finding"
+        return f":link: Joined by a related finding: {what}"
+    if change == "severity":
+        return f":arrow_up: Severity raised to *{inc.severity.value}*."
+    return None
+
+
+def details_text(inc: StoredIncident) -> str:
+    """The first thread reply: next steps, then the evidence in full (what the root cut)."""
+    sections = evidence_lines(inc.evidence or {}, max_patterns=8)
+    parts = []
+    steps: Sequence[str] = (inc.evidence.get("runbook") or {}).get("steps") or []
+    if steps:
+        numbered = "\n".join(f"{i}. {mrkdwn(s)}" for i, s in enumerate(steps, 1))
+        parts.append(f"*Next steps (runbook)*\n{numbered}")
+    for key, label in (
+        ("breakdown", "Breakdown"),
+        ("logs", "Log patterns"),
+        ("changes", "Changes"),
+    ):
+        if key in sections:
+            parts.append(f"*{label}*\n" + "\n".join(sections[key]))
+    return cut("\n\n".join(parts), 3900, "… (cut)") if parts else ""
+
+
+__all__ = [
+    "details_text",
+    "evidence_lines",
+    "fallback_text",
+    "incident_blocks",
+    "mrkdwn",
+    "prometheus_link",
+    "thread_text",
+]

@@ -1,0 +1,225 @@
+"""Drains the outbox into Slack: one root message per incident, edited in place, with its
+details, chart and state changes in the thread.
+
+``SlackSender.drain`` takes the due ``slack:`` notifications oldest first. Per incident they
+go in order: when one fails, the incident's later ones wait for the next drain. A failure
+is retried with backoff, or at Slack's ``Retry-After`` when rate limited; errors a retry
+cannot fix (``channel_not_found``, ``invalid_auth``...) are given up and kept in the outbox
+with their error. The root message's channel and ``ts`` are stored the moment Slack answers,
+so a retried or replayed "opened" edits that message instead of posting a second one.
+
+Thread replies that only bring news (a finding joining, severity raised) are rate-limited
+by ``thread_min_interval``; state changes (re-opened, resolved) always go to the thread.
+Evidence refreshes only edit the root message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.notify.slack.render import details_text, fallback_text, incident_blocks, thread_text
+from bot.redact import redact
+from bot.store import OutboxMessage, Store, StoredIncident
+
+log = logging.getLogger(__name__)
+
+# Errors a retry cannot fix: the message is given up (kept in the outbox with the error).
+PERMANENT = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "missing_scope",
+        "invalid_blocks",
+        "invalid_arguments",
+        "msg_too_long",
+        "no_text",
+        "cant_update_message",
+        "edit_window_closed",
+    }
+)
+NEWS = frozenset({"joined", "severity"})  # thread replies that are rate-limited
+
+
+@dataclass
+class DrainReport:
+    sent: list[str] = field(default_factory=list)  # idempotency keys
+    retried: list[str] = field(default_factory=list)
+    given_up: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SlackSender:
+    store: Store
+    client: WebClient
+    thread_min_interval: timedelta = timedelta(minutes=5)
+    graph_url: str | None = None
+    dashboards_url: str | None = None
+    max_attempts: int = 10
+    base_backoff: timedelta = timedelta(seconds=15)
+    max_backoff: timedelta = timedelta(minutes=15)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _last_news: dict[str, datetime] = field(default_factory=dict, init=False)
+
+    def drain(self, limit: int = 100) -> DrainReport:
+        now = self.clock()
+        report = DrainReport()
+        blocked: set[str] = set()
+        for msg in self.store.due(now, limit=limit):
+            if not msg.channel.startswith("slack:"):
+                continue
+            if msg.incident_id is not None and msg.incident_id in blocked:
+                continue  # in order per incident: an earlier one failed this round
+            try:
+                result = self._send(msg, now)
+            except (SlackApiError, SlackClientError, OSError) as exc:
+                retry_at, error = self._retry(msg, exc, now)
+                self.store.mark_failed(msg.id, now, error, retry_at)
+                (report.retried if retry_at else report.given_up).append(msg.key)
+                if msg.incident_id is not None:
+                    blocked.add(msg.incident_id)
+                log.warning(
+                    "slack %s for %s %s: %s",
+                    msg.kind,
+                    msg.incident_id,
+                    "will be retried" if retry_at else "given up",
+                    error,
+                )
+                continue
+            self.store.mark_sent(msg.id, now, result)
+            report.sent.append(msg.key)
+        return report
+
+    # -- one message ------------------------------------------------------------------------
+
+    def _send(self, msg: OutboxMessage, now: datetime) -> dict[str, Any]:
+        if msg.incident_id is None:
+            raise SlackClientError(f"outbox message {msg.key} names no incident")
+        inc = self.store.incident(msg.incident_id)
+        if inc is None:
+            raise SlackClientError(f"incident {msg.incident_id} is not in the store")
+        change = str(msg.payload.get("change", ""))
+        result: dict[str, Any] = {}
+        if inc.slack_ts is None or inc.slack_channel is None:
+            inc = self._post_root(inc, msg.channel.removeprefix("slack:"), now)
+            result["posted"] = inc.slack_ts
+        else:
+            self._update_root(inc, now)
+            result["updated"] = inc.slack_ts
+        text = thread_text(change, inc, now)
+        if text is not None and change in NEWS:
+            last = self._last_news.get(inc.id)
+            if last is not None and now - last < self.thread_min_interval:
+                text = None  # the root message already shows it
+            else:
+                self._last_news[inc.id] = now
+        if text is not None:
+            self._reply(inc, text)
+            result["thread"] = change
+        return result
+
+    def _post_root(self, inc: StoredIncident, channel: str, now: datetime) -> StoredIncident:
+        resp = self.client.chat_postMessage(
+            channel=channel,
+            text=fallback_text(inc, now),
+            blocks=incident_blocks(
+                inc, now, graph_url=self.graph_url, dashboards_url=self.dashboards_url
+            ),
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        channel_id, ts = str(resp["channel"]), str(resp["ts"])
+        with self.store.begin() as tx:  # at once: a retry edits this message, never reposts
+            tx.set_message(inc.id, channel_id, ts)
+        stored = self.store.incident(inc.id)
+        assert stored is not None
+        details = details_text(stored)
+        try:
+            if details:
+                self._reply(stored, details)
+            self._upload_chart(stored)
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            # The root is posted; the details come again with the next evidence refresh.
+            log.warning("details of %s not posted: %s", inc.id, redact(str(exc)))
+        return stored
+
+    def _update_root(self, inc: StoredIncident, now: datetime) -> None:
+        self.client.chat_update(
+            channel=str(inc.slack_channel),
+            ts=str(inc.slack_ts),
+            text=fallback_text(inc, now),
+            blocks=incident_blocks(
+                inc, now, graph_url=self.graph_url, dashboards_url=self.dashboards_url
+            ),
+        )
+
+    def _reply(self, inc: StoredIncident, text: str) -> None:
+        self.client.chat_postMessage(
+            channel=str(inc.slack_channel),
+            thread_ts=str(inc.slack_ts),
+            text=text,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+
+    def _upload_chart(self, inc: StoredIncident) -> None:
+        path = (inc.evidence.get("chart") or {}).get("path")
+        if not path or not Path(path).is_file():
+            return
+        self.client.files_upload_v2(
+            channel=str(inc.slack_channel),
+            thread_ts=str(inc.slack_ts),
+            file=str(path),
+            filename=f"{inc.id}.png",
+            title=f"{inc.id}: signal, expected band and onset",
+        )
+
+    # -- failures ---------------------------------------------------------------------------
+
+    def _retry(
+        self, msg: OutboxMessage, exc: Exception, now: datetime
+    ) -> tuple[datetime | None, str]:
+        """When to try again (None: give up) and the error, redacted."""
+        attempts = msg.attempts + 1
+        if isinstance(exc, SlackApiError):
+            resp = exc.response
+            error = str(resp.get("error") or f"HTTP {resp.status_code}")
+            if resp.status_code == 429 or error == "ratelimited":
+                after = _retry_after(resp.headers)
+                return now + timedelta(seconds=after or 30), "ratelimited"
+            if error in PERMANENT:
+                return None, error
+        else:
+            error = f"{type(exc).__name__}: {exc}"
+        if attempts >= self.max_attempts:
+            return None, f"{error} (gave up after {attempts} attempts)"
+        delay = min(self.max_backoff, self.base_backoff * (2 ** (attempts - 1)))
+        return now + delay, redact(error)[:500]
+
+
+def _retry_after(headers: Any) -> float | None:
+    for name in ("Retry-After", "retry-after"):
+        value = headers.get(name) if headers else None
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            try:
+                return max(0.0, float(value))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+__all__ = ["DrainReport", "SlackSender"]

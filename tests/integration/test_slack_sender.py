@@ -1,0 +1,318 @@
+"""The outbox drained into Slack, against the local Slack Web API server (checked against
+Slack's spec; Slack itself cannot be reached from here): one root message per incident,
+edited in place, details and chart in its thread, escaping, limits, 429 and failures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slack_sdk import WebClient
+
+from bot.detection import Event
+from bot.evidence.gather import Gathered
+from bot.incidents.grouping import Incident
+from bot.notify.slack import ids
+from bot.notify.slack.sender import SlackSender
+from bot.pipeline import IncidentPipeline
+from bot.runbooks import load_runbooks
+from bot.store import Store
+from detectors.base import Finding, QueryRef, Severity
+from detectors.signals import Frame
+from tests.support.slack_api import SlackApiServer
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
+M = timedelta(minutes=1)
+ROOT = Path(__file__).resolve().parents[2]
+CHANNEL = "#payments-oncall"
+EVIL = "<!channel> <https://evil.example|click> & 4111 1111 1111 1111"
+
+
+def finding(at: datetime = T0, title: str = "Technical errors up at psp=stripe") -> Finding:
+    return Finding(
+        detector="decline_spike",
+        severity=Severity.critical,
+        dimensions={"psp": "stripe"},
+        title=title,
+        observed=0.3,
+        expected=0.05,
+        band=(0.0, 0.08),
+        onset=at - 3 * M,
+        at=at,
+        queries=(
+            QueryRef(
+                "prometheus", 'sum by (psp) (increase(x{outcome="error"}[5m]))', at - 5 * M, at
+            ),
+        ),
+        details={"cause": "technical"},
+    )
+
+
+class Evidence:
+    """Evidence with data-borne hostility: mentions, links, a card number, a huge line."""
+
+    def __init__(self, chart: Path) -> None:
+        self.chart = chart
+
+    def gather(
+        self,
+        inc: Incident,
+        at: datetime,
+        frames: Mapping[str, Frame] | None = None,
+        active: Sequence[Finding] = (),
+    ) -> Gathered:
+        return Gathered(
+            {
+                "gathered_at": at.isoformat(),
+                "findings": [
+                    {
+                        "queries": [
+                            {
+                                "source": "prometheus",
+                                "query": q.query,
+                                "start": q.start.isoformat() if q.start else None,
+                                "end": q.end.isoformat() if q.end else None,
+                            }
+                            for q in f.queries
+                        ]
+                    }
+                    for f in inc.active.values()
+                ],
+                "impact": {"lines": ["679 payments failed of 2,502 in 28 min."]},
+                "breakdown": {
+                    "lines": ["psp=stripe: 8.0 % → 27 % failures"],
+                    "dimensions": [
+                        {
+                            "dimension": "country",
+                            "top": [{"text": "DE: 6.6 % → 25 % failures; 44 % of the excess"}],
+                        }
+                    ],
+                },
+                "logs": {
+                    "patterns": [
+                        {
+                            "template": f"authorization failed {EVIL}",
+                            "count_now": 303,
+                            "count_before": 5,
+                            "error_code": "psp_timeout",
+                            "example": f"payment pay_1 {EVIL}",
+                        },
+                        {
+                            "template": "x" * 9000,
+                            "count_now": 50,
+                            "count_before": 0,
+                            "example": "y" * 9000,
+                        },
+                    ],
+                    "error_codes": [{"code": "psp_timeout", "count_now": 312, "count_before": 5}],
+                    "window": [(at - 10 * M).isoformat(), at.isoformat()],
+                },
+                "changes": {
+                    "items": [
+                        {
+                            "kind": "deploy",
+                            "service": "payment-orchestrator",
+                            "version": "2.3.1",
+                            "description": f"retry tweak {EVIL}",
+                            "minutes_before_onset": 4.0,
+                        }
+                    ]
+                },
+                "chart": {"rendered": True},
+            },
+            self.chart.read_bytes(),
+        )
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackApiServer]:
+    with SlackApiServer() as server:
+        yield server
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def setup(
+    slack: SlackApiServer, tmp_path: Path
+) -> tuple[IncidentPipeline, SlackSender, Clock, Store]:
+    chart = tmp_path / "src.png"
+    chart.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 6000)
+    store = Store.open(f"sqlite:///{tmp_path / 'p.db'}")
+    pipeline = IncidentPipeline(
+        store=store,
+        gatherer=Evidence(chart),
+        runbooks=load_runbooks(ROOT / "runbooks"),
+        correlation_window=15 * M,
+        reopen_within=120 * M,
+        chart_dir=tmp_path / "charts",
+        runbook_base_url="https://git.example.com/paytriage/runbooks",
+        channel=lambda inc: f"slack:{CHANNEL}",
+    )
+    clock = Clock()
+    sender = SlackSender(
+        store,
+        WebClient(token=slack.token, base_url=slack.base_url),
+        graph_url="http://prometheus.example:9090",
+        clock=clock,
+    )
+    return pipeline, sender, clock, store
+
+
+def mrkdwn_objects(slack: SlackApiServer) -> list[str]:
+    out: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "mrkdwn":
+                out.append(node["text"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for c in slack.calls:
+        walk(c.params.get("blocks"))
+    assert out
+    return out
+
+
+def texts(blocks: list[Any]) -> str:
+    import json
+
+    return json.dumps(blocks)
+
+
+def test_an_incident_from_post_to_resolve_is_one_root_message(
+    slack: SlackApiServer, setup: tuple[IncidentPipeline, SlackSender, Clock, Store]
+) -> None:
+    pipeline, sender, clock, store = setup
+    f = finding()
+    [inc_id] = pipeline.step([Event("raised", f, T0)], [f], T0).ids("opened")
+    assert sender.drain().sent == [f"{inc_id}:opened"]
+
+    [root] = slack.messages(CHANNEL)
+    body = texts(root["blocks"])
+    assert "[CRITICAL] [OPEN] Technical errors up at psp=stripe" in body
+    assert "679 payments failed" in body and "DE: 6.6 %" in body and "psp_timeout" in body
+    buttons = {
+        e["action_id"]: e for b in root["blocks"] if b["type"] == "actions" for e in b["elements"]
+    }
+    assert set(buttons) == {
+        ids.RUNBOOK,
+        ids.ACK,
+        ids.ESCALATE,
+        ids.SILENCE,
+        ids.RESOLVE,
+        ids.POSTMORTEM,
+    }
+    assert buttons[ids.RUNBOOK]["url"] == "https://git.example.com/paytriage/runbooks/psp-outage.md"
+    assert buttons[ids.ACK]["value"] == inc_id
+    assert "http://prometheus.example:9090/graph?g0.expr=sum%20by%20%28psp%29" in body
+
+    thread = slack.thread(CHANNEL, root["ts"])
+    assert any("Next steps (runbook)" in m.get("text", "") for m in thread), [
+        m.get("text", "")[-300:] for m in thread
+    ]
+    [chart] = slack.files.values()
+    assert chart.shares and chart.shares[0].thread_ts == root["ts"] and chart.length > 5000
+    stored = store.incident(inc_id)
+    assert stored is not None and stored.slack_ts == root["ts"]
+
+    # Resolution edits the root and says so in the thread; no second root message.
+    clock.now = T0 + 30 * M
+    pipeline.step([Event("cleared", f, T0 + 30 * M)], [], T0 + 30 * M)
+    sender.drain()
+    [root] = slack.messages(CHANNEL)
+    assert "RESOLVED after 33 min" in texts(root["blocks"])
+    assert ids.ACK not in texts(root["blocks"])  # nothing left to acknowledge
+    assert any(
+        "Resolved after 33 min" in m.get("text", "") for m in slack.thread(CHANNEL, root["ts"])
+    )
+    assert slack.spec_violations == []
+
+
+def test_data_cannot_mention_channel_forge_links_or_leak_card_numbers(
+    slack: SlackApiServer, setup: tuple[IncidentPipeline, SlackSender, Clock, Store]
+) -> None:
+    pipeline, sender, _, _ = setup
+    f = finding(title=f"Technical errors {EVIL}")
+    pipeline.step([Event("raised", f, T0)], [f], T0)
+    sender.drain()
+    everything = texts([c.params for c in slack.calls])
+    # Whatever Slack parses as mrkdwn (message texts, mrkdwn text objects) is escaped;
+    # plain_text (the header) is shown literally by Slack and never parsed.
+    parsed = texts([c.params.get("text") for c in slack.calls] + mrkdwn_objects(slack))
+    assert "<!channel>" not in parsed and "<https://evil" not in parsed
+    assert "&lt;!channel&gt;" in everything and "&amp;" in everything
+    assert "4111 1111 1111 1111" not in everything and "4111111111111111" not in everything
+    # The 9000-character pattern was cut with a note instead of being refused by Slack.
+    assert "(cut;" in everything
+    assert not [c for c in slack.calls_to("chat.postMessage") if c.params.get("error")]
+    assert slack.spec_violations == []
+
+
+def test_rate_limited_posts_wait_for_retry_after_and_are_not_duplicated(
+    slack: SlackApiServer, setup: tuple[IncidentPipeline, SlackSender, Clock, Store]
+) -> None:
+    pipeline, sender, clock, store = setup
+    f = finding()
+    pipeline.step([Event("raised", f, T0)], [f], T0)
+    slack.fail_next("chat.postMessage", status=429, retry_after=20)
+    report = sender.drain()
+    assert report.retried and not report.sent and slack.messages(CHANNEL) == []
+    clock.now = T0 + timedelta(seconds=10)
+    assert sender.drain().sent == []  # Retry-After is honoured
+    clock.now = T0 + timedelta(seconds=21)
+    assert len(sender.drain().sent) == 1
+    sender.drain()
+    assert len(slack.messages(CHANNEL)) == 1
+    assert store.outbox_depth() == 0
+
+
+def test_a_failed_update_holds_back_the_incidents_later_messages_in_order(
+    slack: SlackApiServer, setup: tuple[IncidentPipeline, SlackSender, Clock, Store]
+) -> None:
+    pipeline, sender, clock, _ = setup
+    f = finding()
+    pipeline.step([Event("raised", f, T0)], [f], T0)
+    sender.drain()
+    clock.now = T0 + 30 * M
+    pipeline.step([Event("cleared", f, T0 + 30 * M)], [], T0 + 30 * M)
+    slack.fail_next("chat.update", status=503)
+    report = sender.drain()
+    assert report.retried and report.sent == []
+    clock.now = T0 + 40 * M
+    assert len(sender.drain().sent) == 1
+    [root] = slack.messages(CHANNEL)
+    replies = [
+        m["text"] for m in slack.thread(CHANNEL, root["ts"]) if "Resolved" in m.get("text", "")
+    ]
+    assert len(replies) == 1
+
+
+def test_a_missing_channel_is_given_up_with_its_error(
+    tmp_path: Path, setup: tuple[IncidentPipeline, SlackSender, Clock, Store]
+) -> None:
+    pipeline, _, clock, store = setup
+    with SlackApiServer(missing_channels=[CHANNEL]) as gone:
+        sender = SlackSender(
+            store, WebClient(token=gone.token, base_url=gone.base_url), clock=clock
+        )
+        f = finding()
+        pipeline.step([Event("raised", f, T0)], [f], T0)
+        report = sender.drain()
+        assert report.given_up and not report.retried
+        clock.now = T0 + 60 * M
+        assert sender.drain().sent == [] and store.outbox_depth() == 0
