@@ -93,7 +93,7 @@ class Config(DetectorConfig):
     min_rise_ratio: float = Field(default=1.25, ge=1, description="rise as a ratio of baseline")
     false_alarm_rate: float = Field(default=1e-6, gt=0, lt=0.5, description="per-test alpha")
     sustained_false_alarm_rate: float = Field(
-        default=1e-4,
+        default=1e-5,
         gt=0,
         lt=0.5,
         description="per-test alpha of a rise that persists: each of the last three windows "
@@ -400,7 +400,9 @@ def assess(
     """
     stats = _slices(frame, cfg, i)
     hot = [s for _, s in stats if _breaching(s, cfg, frame, i)]
-    explained = [s for _, s in stats if s.key in active and _holding(s)]
+    # A raised slice explains the failures in it until it clears, also once its own rate
+    # is back: a sustained test looks back over windows that still hold that problem.
+    explained = [s for _, s in stats if s.key in active]
     # What open findings already explain does not page again.
     pending = [
         h

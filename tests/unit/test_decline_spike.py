@@ -131,3 +131,29 @@ def test_a_severe_country_spike_pages_once_not_again_through_its_psps(
     events = raised(run(frame))
     assert [e.finding.dimensions for e in events] == [{"country": country}]
     assert events[0].at - onset <= 10 * M  # BR has about 40 attempts a minute then
+
+
+def test_an_issuer_spike_in_a_small_country_is_found_by_its_persistence() -> None:
+    """BR carries under 100 attempts in five minutes: no window is judged alone, but a
+    doubling of declines held over three windows is."""
+    onset = START + timedelta(hours=4)
+    events = run(frame_for(Scenario("issuer_decline_spike", onset, 30 * M, {"country": "BR"})))
+    [r] = raised(events)
+    assert r.finding.dimensions == {"country": "BR"}
+    assert r.finding.details["cause"] == "issuer"
+    assert r.at - onset <= 20 * M
+
+
+@pytest.mark.parametrize(
+    ("seed", "psp", "magnitude"), [(10, "adyen", 0.5), (12, "braintree", 0.3), (12, "adyen", 0.5)]
+)
+def test_an_open_psp_finding_explains_overlapping_slices_after_its_rate_is_back(
+    seed: int, psp: str, magnitude: float
+) -> None:
+    """A sustained test looks back 15-30 min: once a mild PSP outage ends, the method or
+    country carrying much of that PSP's traffic still holds its failures in those windows.
+    While the PSP's finding is open it explains them: no second page (these seeds paged a
+    method as well when only slices still above their holding level explained others)."""
+    onset = START + timedelta(hours=4)
+    frame = frame_for(Scenario("psp_outage", onset, 15 * M, {"psp": psp}, magnitude), seed=seed)
+    assert [e.finding.dimensions for e in raised(run(frame))] == [{"psp": psp}]
