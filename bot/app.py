@@ -2,7 +2,7 @@
 
 Every minute the live cycle (``bot.live``) evaluates the detectors that are due and turns
 what they find into incidents in the store, with evidence, runbook and notifications in the
-outbox; every ten seconds the Slack sender drains the outbox (``bot.notify.slack``); a
+outbox; every ten seconds the Slack and PagerDuty senders drain it (``bot.notify``); a
 probe checks the data sources; /healthz and /readyz tell whether it works.
 """
 
@@ -86,6 +86,22 @@ def slack_sender(settings: Settings, store: Any) -> Any:
     )
 
 
+def pagerduty_sender(settings: Settings, store: Any) -> Any:
+    """The outbox sender for PagerDuty, or None when paging is disabled."""
+    pd = settings.pagerduty
+    if not pd.enabled or pd.routing_key is None:
+        return None
+    from bot.notify.pagerduty import PagerDutyEvents
+    from bot.notify.paging import PagerDutySender
+
+    return PagerDutySender(
+        store,
+        PagerDutyEvents(pd.events_url),
+        pd.routing_key.reveal(),
+        source=pd.source,
+    )
+
+
 def run_forever(settings: Settings) -> int:
     from bot.live import build
     from bot.server import serve
@@ -124,6 +140,11 @@ def run_forever(settings: Settings) -> int:
     sender = slack_sender(settings, store)
     if sender is not None:
         scheduler.add_job(sender.drain, "interval", seconds=10, id="slack-outbox", max_instances=1)
+    pager = pagerduty_sender(settings, store)
+    if pager is not None:
+        scheduler.add_job(
+            pager.drain, "interval", seconds=10, id="pagerduty-outbox", max_instances=1
+        )
     scheduler.start()
 
     def ready() -> tuple[bool, dict[str, Any]]:

@@ -71,6 +71,13 @@ def store_url(cfg: StoreConfig) -> str:
     )
 
 
+def pages(settings: Settings) -> Callable[[Incident], bool]:
+    """Incidents at or above ``pagerduty.min_severity`` page; data problems never do (the
+    bot raises its own "data source down" incident for those)."""
+    floor = settings.pagerduty.min_severity.rank
+    return lambda inc: not inc.data_problem and inc.severity.rank >= floor
+
+
 @dataclass
 class DetectorHealth:
     """Per detector: the last run, the last error, and how many runs failed (App Home)."""
@@ -195,6 +202,7 @@ def build(settings: Settings, *, now: datetime | None = None) -> tuple[LiveCycle
         quiet_after_restart={c.id: c.for_ + c.clear_after for c in configs},
         maintenance=[m.window() for m in inc_cfg.maintenance],
         channel=slack_router(settings.slack) if settings.slack.enabled else None,
+        page=pages(settings) if settings.pagerduty.enabled else None,
     )
     pipeline.restore(floor_time(now or datetime.now(UTC)))
     return LiveCycle(prom, runs, pipeline), store

@@ -39,7 +39,7 @@ from bot.incidents.grouping import (
 )
 from bot.incidents.lifecycle import Maintenance, State, suppressed_by
 from bot.runbooks import Runbook, match
-from bot.store import Entry, Outgoing, Store, StoredIncident
+from bot.store import Entry, Outgoing, Store, StoredIncident, Tx
 from bot.store.store import finding_from_dict
 from detectors.base import Finding
 from detectors.signals import Frame
@@ -47,6 +47,7 @@ from detectors.signals import Frame
 log = logging.getLogger(__name__)
 
 BOT = "paytriage"
+PAGERDUTY = "pagerduty"  # the outbox channel of PagerDuty events
 
 # How an incident changed in one step, in the order notifications are sent.
 OPENED, REOPENED, JOINED, SEVERITY, REFRESHED, RESOLVED = (
@@ -100,6 +101,7 @@ class IncidentPipeline:
     quiet_after_restart: Mapping[str, timedelta] = field(default_factory=dict)
     maintenance: Sequence[Maintenance] = ()
     channel: Channel | None = None  # where an incident's notifications go (None: nowhere)
+    page: Callable[[Incident], bool] | None = None  # whether an incident pages (PagerDuty)
 
     def __post_init__(self) -> None:
         self.grouper = Grouper(self.correlation_window, self.reopen_within)
@@ -266,6 +268,8 @@ class IncidentPipeline:
                         Entry(at, "suppressed", BOT, f"{kind} not sent: {why}"),
                     )
                     continue
+                if self.page is not None:
+                    self._page(tx, inc, change, at, report)
                 if channel is None:
                     continue
                 key = _idempotency_key(inc, change, at)
@@ -286,6 +290,20 @@ class IncidentPipeline:
                 if tx.enqueue(msg, at):
                     report.enqueued.append(key)
         self._timeline_done[inc.id] = len(inc.timeline)
+
+    def _page(self, tx: Tx, inc: Incident, change: str, at: datetime, report: StepReport) -> None:
+        """Trigger PagerDuty when a paging incident opens or re-opens; resolve it with the
+        incident when it was paged (automatically or by someone pressing Escalate)."""
+        assert self.page is not None
+        if change in (OPENED, REOPENED) and self.page(inc):
+            kind, key = "page.trigger", f"{inc.id}:pd:trigger:{inc.reopened}"
+        elif change == RESOLVED and tx.has_outbox(inc.id, PAGERDUTY):
+            kind, key = "page.resolve", f"{inc.id}:pd:resolve:{inc.reopened}"
+        else:
+            return
+        msg = Outgoing(key, PAGERDUTY, kind, {"incident_id": inc.id, "at": iso(at)}, inc.id)
+        if tx.enqueue(msg, at):
+            report.enqueued.append(key)
 
     def _evidence(
         self,

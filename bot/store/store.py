@@ -341,6 +341,13 @@ class Tx:
             return False
         return True
 
+    def has_outbox(self, incident_id: str, channel: str) -> bool:
+        """Whether any notification to ``channel`` was enqueued for the incident."""
+        q = select(OutboxRow.id).where(
+            OutboxRow.incident_id == incident_id, OutboxRow.channel == channel
+        )
+        return self.s.scalar(q.limit(1)) is not None
+
     def audit(
         self,
         actor: str,

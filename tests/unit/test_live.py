@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bot.config import Settings
 from bot.config.models import SlackConfig, StoreConfig
 from bot.incidents.grouping import Incident
-from bot.live import floor_time, slack_router, store_url
+from bot.live import floor_time, pages, slack_router, store_url
 from detectors.base import Severity
 
 T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
@@ -67,3 +68,19 @@ def test_the_store_password_comes_from_its_secret_and_never_from_the_file(
 
 def test_the_clock_is_floored_to_the_step() -> None:
     assert floor_time(datetime(2026, 11, 16, 9, 0, 59, 999, tzinfo=UTC)) == T0
+
+
+def test_pages_at_or_above_the_configured_severity_and_never_for_data_problems(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PD_KEY", "R0UTINGKEY0123456789abcdef012345")
+    settings = Settings.model_validate(
+        {"pagerduty": {"enabled": True, "routing_key": "${PD_KEY}", "min_severity": "error"}}
+    )
+    page = pages(settings)
+    assert page(incident("decline_spike", Severity.critical))
+    assert page(incident("decline_spike", Severity.error))
+    assert not page(incident("webhook_lag", Severity.warning))
+    stale = incident("traffic_drop", Severity.critical)
+    stale.data_problem = True
+    assert not page(stale)

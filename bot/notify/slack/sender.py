@@ -25,7 +25,13 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.notify.slack.render import details_text, fallback_text, incident_blocks, thread_text
+from bot.notify.slack.render import (
+    details_text,
+    fallback_text,
+    incident_blocks,
+    mrkdwn,
+    thread_text,
+)
 from bot.redact import redact
 from bot.store import OutboxMessage, Store, StoredIncident
 
@@ -119,6 +125,8 @@ class SlackSender:
             self._update_root(inc, now)
             result["updated"] = inc.slack_ts
         text = thread_text(change, inc, now)
+        if msg.kind == "incident.note":  # e.g. a page that could not be sent
+            text = mrkdwn(msg.payload.get("text", ""))
         if text is not None and change in NEWS:
             last = self._last_news.get(inc.id)
             if last is not None and now - last < self.thread_min_interval:
