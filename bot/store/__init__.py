@@ -4,10 +4,20 @@ from bot.store.store import (
     Entry,
     OutboxMessage,
     Outgoing,
+    Postmortem,
     Store,
     StoredIncident,
     StoreError,
     Tx,
 )
 
-__all__ = ["Entry", "OutboxMessage", "Outgoing", "Store", "StoreError", "StoredIncident", "Tx"]
+__all__ = [
+    "Entry",
+    "OutboxMessage",
+    "Outgoing",
+    "Postmortem",
+    "Store",
+    "StoreError",
+    "StoredIncident",
+    "Tx",
+]

@@ -101,3 +101,23 @@ class AuditRow(Base):
     incident_id: Mapped[str | None] = mapped_column(String(64), index=True)
     allowed: Mapped[bool] = mapped_column(Boolean, default=True)
     data: Mapped[dict[str, Any]]
+
+
+class PostmortemRow(Base):
+    """One version of an incident's postmortem draft, and its review status."""
+
+    __tablename__ = "postmortems"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))  # draft | changes_requested | approved
+    body: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    reviewed_by: Mapped[str | None] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime | None]
+    review_note: Mapped[str | None] = mapped_column(Text)
+    slack_file: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ux_postmortem_version", "incident_id", "version", unique=True),)

@@ -27,7 +27,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.incidents.grouping import Incident, iso
 from bot.incidents.lifecycle import Action, Silence, State, transition
-from bot.store.schema import AuditRow, IncidentRow, OutboxRow, SilenceRow, TimelineRow
+from bot.store.schema import (
+    AuditRow,
+    IncidentRow,
+    OutboxRow,
+    PostmortemRow,
+    SilenceRow,
+    TimelineRow,
+)
 from detectors.base import Finding, QueryRef, Severity
 
 
@@ -215,6 +222,38 @@ class AuditEntry:
     incident_id: str | None
     allowed: bool
     data: dict[str, Any]
+
+
+REVIEW_STATUSES = ("draft", "changes_requested", "approved")
+
+
+@dataclass(frozen=True)
+class Postmortem:
+    incident_id: str
+    version: int
+    status: str
+    body: str
+    author: str
+    created_at: datetime
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+    review_note: str | None = None
+    slack_file: str | None = None
+
+    @classmethod
+    def of(cls, r: PostmortemRow) -> Postmortem:
+        return cls(
+            r.incident_id,
+            r.version,
+            r.status,
+            r.body,
+            r.author,
+            utc(r.created_at),  # type: ignore[arg-type]
+            r.reviewed_by,
+            utc(r.reviewed_at),
+            r.review_note,
+            r.slack_file,
+        )
 
 
 class StoreError(RuntimeError):
@@ -554,6 +593,90 @@ class Store:
             else:
                 row.next_attempt_at = retry_at
 
+    # -- postmortems ---------------------------------------------------------------------
+
+    def add_postmortem(self, incident_id: str, body: str, author: str, at: datetime) -> Postmortem:
+        """A new version of the incident's draft (redacted), status ``draft``; audited."""
+        with self.begin() as tx:
+            tx._row(incident_id)
+            last = tx.s.scalar(
+                select(PostmortemRow.version)
+                .where(PostmortemRow.incident_id == incident_id)
+                .order_by(PostmortemRow.version.desc())
+                .limit(1)
+            )
+            row = PostmortemRow(
+                incident_id=incident_id,
+                version=(last or 0) + 1,
+                status="draft",
+                body=_text(body),
+                author=_text(author),
+                created_at=at,
+            )
+            tx.s.add(row)
+            tx.audit(author, "postmortem.version", incident_id, at, {"version": row.version})
+            tx.s.flush()
+            return Postmortem.of(row)
+
+    def postmortems(self, incident_id: str) -> list[Postmortem]:
+        """Every version, oldest first."""
+        with self._sessions() as s:
+            q = (
+                select(PostmortemRow)
+                .where(PostmortemRow.incident_id == incident_id)
+                .order_by(PostmortemRow.version)
+            )
+            return [Postmortem.of(r) for r in s.scalars(q)]
+
+    def review_postmortem(
+        self,
+        incident_id: str,
+        version: int,
+        status: str,
+        actor: str,
+        at: datetime,
+        note: str = "",
+    ) -> Postmortem:
+        """Approve a version or request changes to it (audited); only the latest version
+        can be reviewed, and an approved one stays approved."""
+        if status not in REVIEW_STATUSES[1:]:
+            raise StoreError(f"review status must be one of {REVIEW_STATUSES[1:]}, not {status!r}")
+        with self.begin() as tx:
+            rows = list(
+                tx.s.scalars(
+                    select(PostmortemRow)
+                    .where(PostmortemRow.incident_id == incident_id)
+                    .order_by(PostmortemRow.version.desc())
+                )
+            )
+            row = next((r for r in rows if r.version == version), None)
+            if row is None:
+                raise StoreError(f"no postmortem version {version} for {incident_id!r}")
+            if rows[0].version != version:
+                raise StoreError(
+                    f"version {version} is not the latest ({rows[0].version}): review that one"
+                )
+            if row.status == "approved":
+                raise StoreError(f"version {version} is approved already")
+            row.status, row.reviewed_by, row.reviewed_at = status, _text(actor), at
+            row.review_note = _text(note) if note else None
+            tx.audit(
+                actor, f"postmortem.{status}", incident_id, at, {"version": version, "note": note}
+            )
+            tx.s.flush()
+            return Postmortem.of(row)
+
+    def set_postmortem_file(self, incident_id: str, version: int, file_id: str) -> None:
+        with self.begin() as tx:
+            row = tx.s.scalar(
+                select(PostmortemRow).where(
+                    PostmortemRow.incident_id == incident_id, PostmortemRow.version == version
+                )
+            )
+            if row is None:
+                raise StoreError(f"no postmortem version {version} for {incident_id!r}")
+            row.slack_file = file_id
+
     def outbox_depth(self) -> int:
         return len(self.due(datetime.max.replace(tzinfo=UTC), limit=10_000))
 
@@ -572,9 +695,11 @@ def dumps(value: Any) -> str:
 
 
 __all__ = [
+    "REVIEW_STATUSES",
     "Entry",
     "OutboxMessage",
     "Outgoing",
+    "Postmortem",
     "Store",
     "StoreError",
     "StoredIncident",

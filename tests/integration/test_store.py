@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bot.incidents.grouping import Grouper
 from bot.incidents.lifecycle import Action, Silence, State, TransitionError
-from bot.store import Entry, Outgoing, Store
+from bot.store import Entry, Outgoing, Store, StoreError
 from bot.store.schema import Base
 from bot.store.store import finding_from_dict, finding_to_dict
 from detectors.base import Finding, QueryRef, Severity
@@ -209,3 +209,31 @@ def test_nothing_secret_is_stored(url: str, store: Store) -> None:
 def test_findings_round_trip_through_json() -> None:
     f = finding()
     assert finding_from_dict(finding_to_dict(f)) == f
+
+
+def test_postmortem_versions_and_review(store: Store) -> None:
+    inc_id = open_one(store)
+    v1 = store.add_postmortem(inc_id, "# Draft\ncard 4111 1111 1111 1111", "paytriage", T0)
+    assert v1.version == 1 and v1.status == "draft" and "4111 1111" not in v1.body
+    with pytest.raises(StoreError, match="approved"):
+        store.review_postmortem(inc_id, 1, "published", "slack:U1", T0)
+    store.review_postmortem(inc_id, 1, "changes_requested", "slack:U9", T0 + M, "add the timeline")
+    v2 = store.add_postmortem(inc_id, "# Draft 2", "slack:U1", T0 + 2 * M)
+    with pytest.raises(StoreError, match="not the latest"):
+        store.review_postmortem(inc_id, 1, "approved", "slack:U9", T0 + 3 * M)
+    store.review_postmortem(inc_id, 2, "approved", "slack:U9", T0 + 3 * M)
+    with pytest.raises(StoreError, match="approved already"):
+        store.review_postmortem(inc_id, 2, "changes_requested", "slack:U9", T0 + 4 * M)
+    versions = store.postmortems(inc_id)
+    assert [(p.version, p.status, p.reviewed_by) for p in versions] == [
+        (1, "changes_requested", "slack:U9"),
+        (2, "approved", "slack:U9"),
+    ]
+    assert versions[0].review_note == "add the timeline" and v2.author == "slack:U1"
+    actions = [a.action for a in store.audit_log(inc_id)]
+    assert actions[-4:] == [
+        "postmortem.version",
+        "postmortem.changes_requested",
+        "postmortem.version",
+        "postmortem.approved",
+    ]
