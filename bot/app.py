@@ -156,6 +156,14 @@ def run_forever(settings: Settings) -> int:
         }
         return health.all_ok() and not last_cycle.get("error"), body
 
+    interactive = None
+    if settings.slack.enabled:
+        from bot.slack_app.app import create_app
+        from bot.slack_app.run import start
+
+        slack_app = create_app(settings, store, health=cycle.health, sources=health)
+        interactive = start(slack_app, settings.slack, host=settings.server.host, block=False)
+        log.info("slack app started in %s mode", settings.slack.mode.value)
     server = serve(
         settings.server.host,
         settings.server.port,
@@ -178,6 +186,8 @@ def run_forever(settings: Settings) -> int:
     stop.wait()
     log.info("shutting down")
     scheduler.shutdown(wait=False)
+    if interactive is not None:
+        interactive.close()
     server.shutdown()
     store.close()
     return 0

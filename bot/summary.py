@@ -15,11 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from slack_sdk.models.blocks import ContextBlock, HeaderBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
 
 from bot.evidence.impact import format_window
 from bot.incidents.lifecycle import State
-from bot.notify.slack.render import cut, duration, evidence_lines, mrkdwn, plain, where
+from bot.notify.slack.render import cut, duration, evidence_lines, mrkdwn, where
 from bot.store import Entry, StoredIncident
 from bot.store.store import AuditEntry
 
@@ -43,7 +48,10 @@ _NOTABLE_KINDS = {
 @dataclass(frozen=True)
 class Summary:
     text: str  # the notification text
-    blocks: list[dict[str, Any]]
+    blocks: list[Block]
+
+    def block_dicts(self) -> list[dict[str, Any]]:
+        return [b.to_dict() for b in self.blocks]
 
 
 def _who(actor: str) -> str:
@@ -135,7 +143,9 @@ def build_summary(
     else:
         state = f"{state} for {lasted}"
     head = f"[{inc.severity.value.upper()}] {inc.title}"
-    blocks: list[Any] = [HeaderBlock(text=plain(f"Summary: {head}", 150))]
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text=cut(f"*Summary: {mrkdwn(head)}*", 3000)))
+    ]
     facts = [
         f"*State:* {mrkdwn(state)} · *Where:* {mrkdwn(where(inc.dimensions))} · `{inc.id}`",
         f"*Acknowledged:* {_who(inc.acknowledged_by) if inc.acknowledged_by else 'not yet'}",
@@ -186,7 +196,7 @@ def build_summary(
         reason = mrkdwn(rb.get("reason", "no runbook matched"))
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"No runbook: {reason}")]))
     text = cut(mrkdwn(f"Summary of {head}: {state}"), 3000, "…")
-    return Summary(text, [b.to_dict() for b in blocks])
+    return Summary(text, blocks)
 
 
 __all__ = ["Summary", "build_summary", "involved", "timeline_lines"]

@@ -105,3 +105,85 @@ def test_not_ready_and_says_why_when_a_source_is_down(tmp_path: Path, stack: Sta
     finally:
         out = stop(proc)
     assert "data source prometheus is failing" in out
+
+
+def test_run_serves_the_slack_app_in_http_mode(tmp_path: Path, stack: Stack) -> None:
+    """`paytriage run` with Slack in HTTP mode: signed slash commands are answered by the
+    running process, unsigned ones refused (the Web API is the local Slack server)."""
+    import hashlib
+    import hmac
+    from urllib.parse import urlencode
+
+    from tests.support.slack_api import SlackApiServer
+
+    secret = "8f742231b10e8888abcd99yyyzzz85a5"
+    port, slack_port = free_port(), free_port()
+    with SlackApiServer() as slack:
+        cfg = tmp_path / "run.yaml"
+        cfg.write_text(
+            f"sources:\n  prometheus: {{url: '{stack.prometheus_url}', timeout: 2s, retries: 0}}\n"
+            f"  opensearch: {{hosts: ['{stack.opensearch_url}'], timeout: 2s, retries: 0}}\n"
+            f"slack: {{enabled: true, mode: http, bot_token: '${{SLACK_BOT_TOKEN}}', "
+            f"signing_secret: '${{SLACK_SIGNING_SECRET}}', base_url: '{slack.base_url}', "
+            f"http_port: {slack_port}}}\n"
+            f"server: {{port: {port}}}\n"
+            f"store: {{url: 'sqlite:///{tmp_path / 'paytriage.db'}'}}\n"
+            f"evidence: {{chart_dir: '{tmp_path / 'charts'}'}}\n"
+        )
+        env = {**os.environ, "SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": secret}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "run", "--config", str(cfg)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{port}/healthz", 200)
+            body = urlencode(
+                {
+                    "command": "/triage",
+                    "text": "help",
+                    "user_id": "U0ANA00001",
+                    "channel_id": "C0PAYMENTS",
+                    "team_id": "T0PAYTRIAGE",
+                    "trigger_id": "1.2",
+                    "response_url": f"{slack.root_url}/hooks/r0",
+                }
+            ).encode()
+            url = f"http://127.0.0.1:{slack_port}/slack/events"
+
+            def post(signature: str | None) -> int:
+                ts = str(int(time.time()))
+                base = b"v0:" + ts.encode() + b":" + body
+                good = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+                req = urllib.request.Request(
+                    url,
+                    data=body,
+                    method="POST",
+                    headers={
+                        "Content-Type": "application/x-www-form-urlencoded",
+                        "X-Slack-Request-Timestamp": ts,
+                        "X-Slack-Signature": signature or good,
+                    },
+                )
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        return r.status
+                except urllib.error.HTTPError as e:
+                    return e.code
+
+            deadline = time.monotonic() + 20
+            status = 0
+            while time.monotonic() < deadline:
+                try:
+                    status = post(None)
+                    break
+                except OSError:  # the app's server is not listening yet
+                    time.sleep(0.2)
+            assert status == 200
+            assert post("v0=" + "0" * 64) == 401
+        finally:
+            out = stop(proc)
+    assert "slack app started in http mode" in out
+    assert slack.token not in out and secret not in out

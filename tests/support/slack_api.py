@@ -38,6 +38,7 @@ SPEC_FILE = "slack-web-api.openapi.json"
 UPLOAD = "upload"  # pseudo-method name of the POST to an upload URL (for calls_to/fail_next)
 
 BOT_TOKEN = "xoxb-paytriage-test"
+APP_TOKEN = "xapp-1-A0PAYBOT01-paytriage-test"  # app-level token: Socket Mode only
 TEAM_ID = "T0PAYTRIAGE"
 BOT_USER_ID = "U0PAYBOT01"
 BOT_ID = "B0PAYBOT01"
@@ -100,7 +101,12 @@ _NEWER_METHODS = {
         },
         (_FORM, _JSON),
     ),
+    # docs.slack.dev/reference/methods/apps.connections.open: POST, no arguments; an
+    # app-level token (xapp-) in the Authorization header only. Answers the Socket Mode URL.
+    "apps.connections.open": MethodSpec({}, (_FORM, _JSON)),
 }
+# Methods that take the app-level token; every other method takes the bot token.
+_APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 # Arguments the spec leaves optional but Slack's current reference marks required (and Slack
 # rejects calls without them).
 _REQUIRED_NOW = {
@@ -242,11 +248,16 @@ class SlackApiServer:
         self,
         token: str = BOT_TOKEN,
         *,
+        app_token: str = APP_TOKEN,
         channels: Mapping[str, str] | None = None,
         missing_channels: Iterable[str] = (),
         spec: Path | None = None,
     ) -> None:
         self.token = token
+        self.app_token = app_token
+        # What apps.connections.open answers: the ws:// URL of a Socket Mode server that a
+        # test runs (None: the method fails as not implemented).
+        self.socket_mode_url: str | None = None
         self._spec = load_spec(spec)
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -282,6 +293,7 @@ class SlackApiServer:
             "usergroups.users.list": self._usergroups_users_list,
             "files.getUploadURLExternal": self._files_get_upload_url,
             "files.completeUploadExternal": self._files_complete_upload,
+            "apps.connections.open": self._apps_connections_open,
         }
         self._httpd = _HTTPServer(self)
         self.port = self._httpd.server_address[1]
@@ -462,6 +474,7 @@ class SlackApiServer:
         # documents that JSON posts must carry it in the Authorization header).
         auth = headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
+        in_header = token is not None
         in_json = media == _JSON and "token" not in dict(parse_qsl(query))
         given = params.pop("token", None)
         token = token or (None if in_json else given)
@@ -474,8 +487,12 @@ class SlackApiServer:
         try:
             if token is None:
                 raise _Fail("not_authed")
-            if token != self.token:
-                raise _Fail("invalid_auth")
+            expected = self.app_token if method in _APP_TOKEN_METHODS else self.token
+            if token != expected:
+                known = token in (self.token, self.app_token)
+                raise _Fail("not_allowed_token_type" if known else "invalid_auth")
+            if method in _APP_TOKEN_METHODS and not in_header:
+                raise _Fail("not_authed")  # the app-level token is taken from the header only
             self._apply_faults(method)
             missing = [n for n, p in spec.params.items() if p.required and _absent(params.get(n))]
             if missing:
@@ -635,6 +652,11 @@ class SlackApiServer:
         if users is None:
             raise _Fail("no_such_subteam")
         return {"users": list(users)}
+
+    def _apps_connections_open(self, p: dict[str, Any]) -> dict[str, Any]:
+        if self.socket_mode_url is None:
+            raise _Fail("not_implemented", messages=["[ERROR] no Socket Mode server is set"])
+        return {"url": self.socket_mode_url}
 
     def _files_get_upload_url(self, p: dict[str, Any]) -> dict[str, Any]:
         length = int(p["length"]) if _type_ok("integer", p["length"]) else 0

@@ -68,7 +68,7 @@ def test_the_summary_tells_state_people_timeline_and_next_steps(tmp_path: Path) 
     s = build_summary(
         inc, store.timeline(inc_id), store.audit_log(inc_id), replies, T0 + 20 * M, bot_user=BOT
     )
-    body = json.dumps(s.blocks, ensure_ascii=False)
+    body = json.dumps(s.block_dicts(), ensure_ascii=False)
     assert "acknowledged for 23 min" in body  # onset T0-3 min to now
     assert "*Acknowledged:* <@U0ALICE42>" in body
     assert "• 09:04 UTC acknowledge by <@U0ALICE42>" in body
@@ -89,5 +89,5 @@ def test_unknowns_are_said_not_invented(tmp_path: Path) -> None:
     inc = store.incident(inc_id)
     assert inc is not None
     s = build_summary(inc, [], [], [], T0 + 5 * M)
-    body = json.dumps(s.blocks, ensure_ascii=False)
+    body = json.dumps(s.block_dicts(), ensure_ascii=False)
     assert "Impact: unknown" in body and "not yet" in body and "nobody yet" in body

@@ -35,6 +35,8 @@ from slack_sdk.models.blocks import (
 from bot.evidence.impact import format_window
 from bot.incidents.lifecycle import State
 from bot.notify.slack import ids
+from bot.notify.slack.text import cut as cut_text
+from bot.notify.slack.text import safe
 from bot.redact import redact
 from bot.store import StoredIncident
 from detectors.base import Severity
@@ -61,8 +63,7 @@ STATE_ICON = {
 
 def mrkdwn(text: object) -> str:
     """Data made safe for mrkdwn: redacted, then ``&``, ``<``, ``>`` escaped."""
-    s = redact(str(text))
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return safe(text)
 
 
 def plain(text: object, limit: int) -> str:
@@ -71,9 +72,8 @@ def plain(text: object, limit: int) -> str:
 
 
 def cut(text: str, limit: int, note: str = CUT_NOTE) -> str:
-    if len(text) <= limit:
-        return text
-    return text[: max(0, limit - len(note))].rstrip() + note
+    """Within ``limit`` characters, ending with ``note`` when cut (never inside an entity)."""
+    return cut_text(text, limit, note)
 
 
 def where(dimensions: Mapping[str, str]) -> str:

@@ -1,0 +1,455 @@
+"""The interactive Slack app (slack-bolt): the slash command, mentions, the incident
+message's buttons and App Home.
+
+Every handler acknowledges first and does its work afterwards in a bolt *lazy listener*,
+so Slack gets its answer within its 3 s limit whatever the store or the Web API take. Help
+and malformed commands are answered in the acknowledgement itself.
+
+Where answers go:
+
+* a slash command is answered privately through its ``response_url``;
+* a mention is answered in its thread (status and summaries are public there, refusals
+  and mistakes private);
+* a button's effect is told in the incident's thread ("acknowledged by @ana"), refusals
+  and actions that do not apply privately (``chat.postEphemeral``).
+
+``create_app`` takes the Web API client (tests point one at a local Slack server) and a
+clock; ``bot.slack_app.run`` serves the app over HTTP or Socket Mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from slack_bolt import Ack, App, Respond
+from slack_bolt.lazy_listener.thread_runner import ThreadLazyListenerRunner
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackRequestError
+
+from bot.config import Settings
+from bot.notify.slack import ids
+from bot.notify.slack.text import FALLBACK_LIMIT, cut, is_user_id, safe
+from bot.slack_app.commands import (
+    INCIDENT_ID,
+    Acknowledge,
+    Command,
+    Help,
+    Invalid,
+    Postmortem,
+    Resolve,
+    Silence,
+    Status,
+    Summary,
+    help_text,
+    parse,
+    strip_mention,
+)
+from bot.slack_app.operations import Operations, Outcome, Via
+from bot.slack_app.permissions import Permissions, slack_members_of
+from bot.slack_app.views import Message, home_view, section, status_message
+from bot.store import Store, StoredIncident
+from bot.summary import build_summary
+from detectors import REGISTRY
+
+log = logging.getLogger(__name__)
+
+SILENCE_DURATIONS: Mapping[str, timedelta | None] = {
+    "1h": timedelta(hours=1),
+    "4h": timedelta(hours=4),
+    "resolved": None,
+}
+_OOPS = (
+    "Sorry, something went wrong on my side while handling that; it is logged. Please try again."
+)
+
+
+class HealthSource(Protocol):
+    """``bot.live.DetectorHealth`` (per detector the last run, error and failures) or
+    ``bot.app.SourceHealth`` (``{"sources": {name: {"last_ok", "error"}}}``)."""
+
+    def snapshot(self) -> Mapping[str, Any]: ...
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a request came from, and so where its answers go."""
+
+    user: str
+    channel: str | None
+    via: Via
+    thread_ts: str | None = None  # the thread the request was made in
+    message_ts: str | None = None  # the mention's own message, or the button's message
+    respond: Respond | None = None  # the slash command's response_url
+
+
+class Handlers:
+    """The bolt listeners (acknowledging functions and lazy workers)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        ops: Operations,
+        client: WebClient,
+        health: HealthSource | None,
+        clock: Callable[[], datetime],
+        sources: HealthSource | None = None,
+    ) -> None:
+        self.store = store
+        self.sources = sources
+        self.ops = ops
+        self.client = client
+        self._bot_user_id: str | None = None
+        self.health = health
+        self.clock = clock
+        self.command = settings.slack.command
+        self.tz = ZoneInfo(settings.timezone)
+        self.detectors = set(REGISTRY) | {c.id for c in settings.detectors.enabled()}
+
+    # -- acknowledging ----------------------------------------------------------------------
+
+    @staticmethod
+    def ack_only(ack: Ack) -> None:
+        ack()
+
+    def ack_command(self, ack: Ack, body: dict[str, Any]) -> None:
+        """Answer help and malformed input in the acknowledgement; the rest comes later."""
+        cmd = parse(str(body.get("text") or ""), self.detectors)
+        if isinstance(cmd, Help | Invalid):
+            ack(text=self._help(cmd), response_type="ephemeral")
+        else:
+            ack()
+
+    # -- lazy workers -----------------------------------------------------------------------
+
+    def run_command(self, body: dict[str, Any], respond: Respond) -> None:
+        cmd = parse(str(body.get("text") or ""), self.detectors)
+        if isinstance(cmd, Help | Invalid):
+            return  # answered in the acknowledgement
+        user = str(body.get("user_id") or "")
+        answer = respond if body.get("response_url") else None  # Slack always sends one
+        where = Where(user, body.get("channel_id"), "command", respond=answer)
+        self._guarded(where, lambda: self._dispatch(cmd, where))
+
+    def on_mention(self, event: dict[str, Any]) -> None:
+        user = event.get("user")
+        if not user or event.get("bot_id"):
+            return
+        cmd = parse(strip_mention(str(event.get("text") or "")), self.detectors)
+        where = Where(
+            str(user),
+            event.get("channel"),
+            "mention",
+            thread_ts=event.get("thread_ts"),
+            message_ts=event.get("ts"),
+        )
+        self._guarded(where, lambda: self._dispatch(cmd, where))
+
+    def on_action(self, body: dict[str, Any]) -> None:
+        actions = body.get("actions") or []
+        if not actions:
+            return
+        action = actions[0]
+        container = body.get("container") or {}
+        where = Where(
+            str((body.get("user") or {}).get("id") or ""),
+            (body.get("channel") or {}).get("id") or container.get("channel_id"),
+            "button",
+            thread_ts=container.get("thread_ts"),
+            message_ts=container.get("message_ts") or (body.get("message") or {}).get("ts"),
+        )
+        self._guarded(where, lambda: self._button(action, where))
+
+    def on_home(self, event: dict[str, Any]) -> None:
+        if event.get("tab", "home") != "home" or not event.get("user"):
+            return
+        now = self.clock()
+        view = home_view(
+            self.store.incidents(open_only=True, limit=100),
+            self.store.silences(now),
+            self.health.snapshot() if self.health is not None else None,
+            now,
+            self.tz,
+            self.sources.snapshot().get("sources") if self.sources is not None else None,
+        )
+        try:
+            self.client.views_publish(user_id=str(event["user"]), view=view)
+        except (SlackApiError, SlackRequestError) as exc:
+            log.warning("App Home could not be published: %s", exc)
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def _guarded(self, where: Where, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception:  # a person gets a short apology, never a stack trace
+            log.exception("a Slack request (%s by %s) failed", where.via, where.user)
+            self._private(where, _OOPS)
+
+    def _help(self, cmd: Help | Invalid) -> str:
+        if isinstance(cmd, Invalid):
+            return help_text(self.command, cmd.problem, cmd.verb)
+        return help_text(self.command, None, cmd.topic)
+
+    def _dispatch(self, cmd: Command, where: Where) -> None:
+        if isinstance(cmd, Help | Invalid):
+            self._private(where, self._help(cmd))
+            return
+        if isinstance(cmd, Status):
+            now = self.clock()
+            incidents = self.store.incidents(open_only=True, limit=100)
+            self._answer(where, status_message(incidents, now, self.tz, self.command))
+            return
+        if isinstance(cmd, Silence) and cmd.detector is not None:
+            assert cmd.duration is not None  # the parser requires one for detectors
+            detector = None if cmd.detector == "*" else cmd.detector
+            out = self.ops.silence_detector(
+                detector, cmd.labels, where.user, where.via, cmd.duration, cmd.reason
+            )
+            self._deliver(out, where)
+            return
+        assert isinstance(cmd, Summary | Acknowledge | Resolve | Postmortem | Silence)
+        inc = self._incident(cmd.incident_id, where)
+        if isinstance(inc, str):
+            self._private(where, inc)
+            return
+        if isinstance(cmd, Summary):
+            s = build_summary(
+                inc,
+                self.store.timeline(inc.id),
+                self.store.audit_log(inc.id),
+                self._thread(inc),
+                self.clock(),
+                bot_user=self._bot_user(),
+            )
+            self._answer(where, Message(s.text, s.blocks))
+            return
+        if isinstance(cmd, Acknowledge):
+            out = self.ops.acknowledge(inc.id, where.user, where.via)
+        elif isinstance(cmd, Resolve):
+            out = self.ops.resolve(inc.id, where.user, where.via, cmd.note)
+        elif isinstance(cmd, Postmortem):
+            out = self.ops.postmortem(inc.id)
+        else:
+            out = self.ops.silence_incident(inc.id, where.user, where.via, cmd.duration, cmd.reason)
+        self._deliver(out, where)
+
+    def _button(self, action: Mapping[str, Any], where: Where) -> None:
+        action_id = str(action.get("action_id") or "")
+        if action_id == ids.SILENCE:
+            incident_id = str(action.get("block_id") or "").removeprefix(ids.ACTIONS_BLOCK)
+            option = str((action.get("selected_option") or {}).get("value") or "")
+        else:
+            incident_id, option = str(action.get("value") or ""), ""
+        if not INCIDENT_ID.fullmatch(incident_id) or not is_user_id(where.user):
+            self._private(where, "That button does not name an incident I know.")
+            return
+        if action_id == ids.ACK:
+            out = self.ops.acknowledge(incident_id, where.user, "button")
+        elif action_id == ids.RESOLVE:
+            out = self.ops.resolve(incident_id, where.user, "button")
+        elif action_id == ids.ESCALATE:
+            out = self.ops.escalate(incident_id, where.user, "button")
+        elif action_id == ids.POSTMORTEM:
+            out = self.ops.postmortem(incident_id)
+        elif action_id == ids.SILENCE and option in SILENCE_DURATIONS:
+            out = self.ops.silence_incident(
+                incident_id, where.user, "button", SILENCE_DURATIONS[option]
+            )
+        else:
+            self._private(where, "I do not know that choice.")
+            return
+        self._deliver(out, where)
+
+    def _incident(self, explicit: str | None, where: Where) -> StoredIncident | str:
+        """The incident a command is about: named, the thread's, or the channel's only open
+        one; else a short text saying which ids to choose from."""
+        if explicit is not None:
+            inc = self.store.incident(explicit)
+            if inc is None:
+                return (
+                    f"I know no incident `{safe(explicit, 40)}`. "
+                    f"`{self.command} status` lists the open ones."
+                )
+            return inc
+        thread = where.thread_ts
+        if thread and where.channel:
+            for inc in self.store.incidents(limit=500):
+                if inc.slack_ts == thread and inc.slack_channel in (where.channel, None):
+                    return inc
+        open_now = self.store.incidents(open_only=True, limit=500)
+        here = [i for i in open_now if where.channel and i.slack_channel == where.channel]
+        if len(here) == 1:
+            return here[0]
+        choices = here or open_now
+        if not choices:
+            return "There are no open incidents. Name one with its id (`inc-…`) to act on it."
+        listed = ", ".join(f"`{safe(i.id, 20)}`" for i in choices[:5])
+        more = f" and {len(choices) - 5} more" if len(choices) > 5 else ""
+        return f"Which incident? Give its id (or ask in its thread). Open: {listed}{more}."
+
+    # -- delivering ---------------------------------------------------------------------------
+
+    def _deliver(self, out: Outcome, where: Where) -> None:
+        noted = False
+        if out.note is not None:
+            target = _thread_of(out.incident)
+            if target is None and where.channel and where.via != "command":
+                target = (where.channel, where.thread_ts or where.message_ts or "")
+            if target is not None and target[1]:
+                noted = self._post(target[0], target[1], out.note)
+        if not noted or where.via == "command":
+            self._private(where, out.reply)
+
+    def _thread(self, inc: StoredIncident) -> list[dict[str, Any]]:
+        """The incident's thread as Slack has it (empty when it has none or it cannot be
+        read: the summary then says only what the store knows)."""
+        if not inc.slack_channel or not inc.slack_ts:
+            return []
+        try:
+            resp = self.client.conversations_replies(
+                channel=inc.slack_channel, ts=inc.slack_ts, limit=200
+            )
+        except (SlackApiError, SlackRequestError) as exc:
+            log.warning("thread of %s not read: %s", inc.id, exc)
+            return []
+        return list(resp.get("messages") or [])
+
+    def _bot_user(self) -> str | None:
+        if self._bot_user_id is None:
+            try:
+                self._bot_user_id = str(self.client.auth_test().get("user_id") or "")
+            except (SlackApiError, SlackRequestError):
+                return None
+        return self._bot_user_id or None
+
+    def _answer(self, where: Where, message: Message) -> None:
+        """Status and summaries: private for a slash command, in the thread for a mention."""
+        if where.via == "mention" and where.channel:
+            thread = where.thread_ts or where.message_ts
+            try:
+                self.client.chat_postMessage(
+                    channel=where.channel,
+                    thread_ts=thread,
+                    text=cut(message.text, FALLBACK_LIMIT),
+                    blocks=message.block_dicts(),
+                    unfurl_links=False,
+                )
+                return
+            except (SlackApiError, SlackRequestError) as exc:
+                log.warning("could not answer in the thread: %s", exc)
+        self._private(where, message.text, message)
+
+    def _post(self, channel: str, thread_ts: str, text: str) -> bool:
+        try:
+            self.client.chat_postMessage(
+                channel=channel,
+                thread_ts=thread_ts,
+                text=cut(text, FALLBACK_LIMIT),
+                blocks=[section(text).to_dict()],
+                unfurl_links=False,
+            )
+        except (SlackApiError, SlackRequestError) as exc:
+            log.warning("could not post in the incident's thread: %s", exc)
+            return False
+        return True
+
+    def _private(self, where: Where, text: str, message: Message | None = None) -> None:
+        blocks = message.block_dicts() if message else [section(text).to_dict()]
+        text = cut(text, FALLBACK_LIMIT)
+        try:
+            if where.respond is not None:
+                where.respond(
+                    text=text, blocks=blocks, response_type="ephemeral", replace_original=False
+                )
+            elif where.channel and where.user:
+                kwargs: dict[str, Any] = {"thread_ts": where.thread_ts} if where.thread_ts else {}
+                self.client.chat_postEphemeral(
+                    channel=where.channel, user=where.user, text=text, blocks=blocks, **kwargs
+                )
+            else:
+                log.warning("no way to answer %s by %s", where.via, where.user)
+        except (SlackApiError, SlackRequestError, OSError) as exc:
+            log.warning("could not answer %s privately: %s", where.user, exc)
+
+
+def _thread_of(inc: StoredIncident | None) -> tuple[str, str] | None:
+    if inc is not None and inc.slack_channel and inc.slack_ts:
+        return inc.slack_channel, inc.slack_ts
+    return None
+
+
+def create_app(
+    settings: Settings,
+    store: Store,
+    *,
+    client: WebClient | None = None,
+    health: HealthSource | None = None,
+    sources: HealthSource | None = None,
+    clock: Callable[[], datetime] = _utcnow,
+    verify_token: bool = True,
+    group_cache_seconds: float = 60.0,
+    ack_threads: int = 16,
+    work_threads: int = 4,
+) -> App:
+    """The bolt app with every listener registered.
+
+    ``client`` defaults to a WebClient with the configured bot token (and ``base_url``);
+    ``health`` (``bot.live.DetectorHealth``) and ``sources`` (``bot.app.SourceHealth``) feed
+    App Home; ``verify_token`` calls ``auth.test`` now rather than on the first request.
+
+    Acknowledgements run on ``ack_threads``; the slow work after them (store, Web API) on a
+    separate, smaller pool of ``work_threads``, so that a burst of clicks never leaves an
+    acknowledgement queued or starved (of the GIL) behind the work of the others.
+    """
+    slack = settings.slack
+    if client is None:
+        if slack.bot_token is None or not slack.bot_token.is_set:
+            raise ValueError("slack.bot_token is not set")
+        client = WebClient(
+            token=slack.bot_token.reveal(), base_url=slack.base_url or WebClient.BASE_URL
+        )
+    if slack.signing_secret is not None and slack.signing_secret.is_set:
+        signing_secret = slack.signing_secret.reveal()
+    else:
+        # Socket Mode needs no signing secret; a random one makes sure that an HTTP request
+        # to this app can never pass verification.
+        signing_secret = secrets.token_hex(32)
+    app = App(
+        name="paytriage",
+        client=client,
+        signing_secret=signing_secret,
+        token_verification_enabled=verify_token,
+        process_before_response=False,
+        listener_executor=ThreadPoolExecutor(max_workers=ack_threads, thread_name_prefix="ack"),
+        logger=logging.getLogger("paytriage.slack_app.bolt"),
+    )
+    app.listener_runner.lazy_listener_runner = ThreadLazyListenerRunner(
+        logger=app.logger,
+        executor=ThreadPoolExecutor(max_workers=work_threads, thread_name_prefix="slack-work"),
+    )
+    permissions = Permissions(slack.permissions, slack_members_of(client), ttl=group_cache_seconds)
+    ops = Operations(settings, store, permissions, clock)
+    h = Handlers(settings, store, ops, client, health, clock, sources)
+
+    app.command(slack.command)(ack=h.ack_command, lazy=[h.run_command])
+    app.event("app_mention")(ack=h.ack_only, lazy=[h.on_mention])
+    app.event("app_home_opened")(ack=h.ack_only, lazy=[h.on_home])
+    for action_id in (ids.ACK, ids.RESOLVE, ids.ESCALATE, ids.SILENCE, ids.POSTMORTEM):
+        app.action(action_id)(ack=h.ack_only, lazy=[h.on_action])
+    app.action(ids.RUNBOOK)(h.ack_only)  # a URL button: Slack opens the link itself
+    return app
+
+
+__all__ = ["SILENCE_DURATIONS", "Handlers", "HealthSource", "Where", "create_app"]

@@ -1,0 +1,440 @@
+"""What a person can do to an incident from Slack: acknowledge, resolve, silence, escalate.
+
+Each operation checks permissions first (a refusal is written to the audit log with
+``allowed=False``), then changes the store in one transaction together with an
+``incident.updated`` outbox message, so the Slack sender edits the incident's root message
+(durable before visible). The answer is an :class:`Outcome`: a reply for the person who
+asked and, when something changed, a note for the incident's thread saying who did what.
+An action that does not apply (acknowledging a resolved incident) is answered politely and
+changes nothing.
+
+Silences are the one exception to "one transaction": ``Store.add_silence`` commits the
+silence (and its audit row) itself, so the timeline entry and the message update follow in
+a second transaction (a crash in between leaves the silence in force and the message not
+yet saying so).
+
+Nothing here talks to Slack; the bolt handlers in ``bot.slack_app.app`` deliver outcomes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+
+from bot.config import Settings
+from bot.incidents.grouping import iso
+from bot.incidents.lifecycle import Action, Silence, State, TransitionError
+from bot.live import slack_router
+from bot.notify.slack.text import ago, clock_time, mention, safe, user_ref
+from bot.pipeline import incident_from_store
+from bot.slack_app.permissions import Permissions
+from bot.slack_app.views import dims_text
+from bot.store import Entry, Outgoing, Store, StoredIncident, Tx
+
+log = logging.getLogger(__name__)
+
+Via = Literal["button", "command", "mention"]
+NO_REASON = "no reason given"
+_EXTEND_MIN = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """``reply`` (mrkdwn) goes to the person who asked; ``note`` (mrkdwn), when something
+    changed, to the incident's thread; ``incident`` is the incident after the change."""
+
+    ok: bool
+    reply: str
+    note: str | None = None
+    incident: StoredIncident | None = None
+
+
+def actor_of(user_id: str) -> str:
+    return f"slack:{user_id}"
+
+
+class Operations:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        permissions: Permissions,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.permissions = permissions
+        self.clock = clock
+        self.command = settings.slack.command
+        self.pagerduty_enabled = settings.pagerduty.enabled
+        self.tz = ZoneInfo(settings.timezone)
+        self._route = slack_router(settings.slack)
+
+    # -- where updates go -----------------------------------------------------------------
+
+    def channel_of(self, inc: StoredIncident) -> str:
+        """The outbox channel of an incident's updates: the channel its root message is in,
+        else the one its route picks (as the pipeline does)."""
+        if inc.slack_channel:
+            return f"slack:{inc.slack_channel}"
+        return self._route(incident_from_store(inc)) or "slack"
+
+    def _updated(
+        self,
+        tx: Tx,
+        inc: StoredIncident,
+        action: str,
+        actor: str,
+        at: datetime,
+        state: State,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        tx.enqueue(
+            Outgoing(
+                key=f"{inc.id}:action:{action}:{iso(at)}",
+                channel=self.channel_of(inc),
+                kind="incident.updated",
+                incident_id=inc.id,
+                payload={
+                    "incident_id": inc.id,
+                    # Not a detector change ("resolved" would read "every finding
+                    # cleared"): the sender edits the root message; the app tells the thread.
+                    "change": "action",
+                    "action": action,
+                    "by": actor,
+                    "title": inc.title,
+                    "severity": inc.severity.value,
+                    "state": state.value,
+                    "at": iso(at),
+                    **(extra or {}),
+                },
+            ),
+            at,
+        )
+
+    # -- shared answers ---------------------------------------------------------------------
+
+    def _unknown(self, incident_id: str) -> Outcome:
+        return Outcome(
+            False,
+            f"I know no incident `{safe(incident_id, 40)}`. "
+            f"`{self.command} status` lists the open ones.",
+        )
+
+    def _refused(
+        self, user_id: str, action: str, incident_id: str | None, at: datetime, via: Via
+    ) -> Outcome | None:
+        decision = self.permissions.check(user_id, action)
+        if decision.allowed:
+            return None
+        with self.store.begin() as tx:
+            tx.audit(
+                actor_of(user_id),
+                action,
+                incident_id,
+                at,
+                {"via": via, "reason": "not permitted"},
+                allowed=False,
+            )
+        extra = (
+            " (I could not read the user groups just now; try again in a minute.)"
+            if decision.lookup_failed
+            else ""
+        )
+        return Outcome(
+            False,
+            f"Sorry, only the people and user groups set in `slack.permissions.{action}` "
+            f"may {action} incidents; please ask one of them or the incident lead.{extra} "
+            "Your request was recorded in the audit log.",
+        )
+
+    def _not_applicable(self, incident_id: str, action: Action) -> Outcome:
+        inc = self.store.incident(incident_id)
+        verb = action.value
+        if inc is None:
+            return self._unknown(incident_id)
+        now = self.clock()
+        iid = f"`{safe(inc.id, 20)}`"
+        if inc.state is State.resolved:
+            when = f" at {clock_time(inc.resolved_at, self.tz, now)}" if inc.resolved_at else ""
+            return Outcome(False, f"{iid} is already resolved{when}; nothing to {verb}.", None, inc)
+        if inc.state is State.acknowledged and action is Action.acknowledge:
+            when = (
+                f" at {clock_time(inc.acknowledged_at, self.tz, now)}"
+                if inc.acknowledged_at
+                else ""
+            )
+            return Outcome(
+                False,
+                f"{iid} was already acknowledged by {user_ref(inc.acknowledged_by)}{when}; "
+                "nothing changed.",
+                None,
+                inc,
+            )
+        return Outcome(False, f"{iid} is {inc.state.value}; it cannot be {verb}d now.", None, inc)
+
+    @staticmethod
+    def _conflict(incident_id: str) -> Outcome:
+        return Outcome(
+            False,
+            f"`{safe(incident_id, 40)}` was changed by someone else at the same moment; "
+            "nothing was done. Please look again.",
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def acknowledge(self, incident_id: str, user_id: str, via: Via) -> Outcome:
+        return self._lifecycle(incident_id, user_id, via, Action.acknowledge, "")
+
+    def resolve(self, incident_id: str, user_id: str, via: Via, note: str = "") -> Outcome:
+        return self._lifecycle(incident_id, user_id, via, Action.resolve, note)
+
+    def _lifecycle(
+        self, incident_id: str, user_id: str, via: Via, action: Action, note: str
+    ) -> Outcome:
+        inc = self.store.incident(incident_id)
+        if inc is None:
+            return self._unknown(incident_id)
+        at = self.clock()
+        actor = actor_of(user_id)
+        if action is Action.resolve:
+            refused = self._refused(user_id, "resolve", inc.id, at, via)
+            if refused is not None:
+                return refused
+        change = {Action.acknowledge: "acknowledged", Action.resolve: "resolved"}[action]
+        try:
+            with self.store.begin() as tx:
+                state = tx.act(inc.id, action, actor, at, note)
+                self._updated(
+                    tx, inc, action.value, actor, at, state, {"note": note} if note else {}
+                )
+        except TransitionError:
+            return self._not_applicable(inc.id, action)
+        except StaleDataError:
+            return self._conflict(inc.id)
+        after = self.store.incident(inc.id)
+        said = f": {safe(note, 500)}" if note else ""
+        icon = ":eyes:" if action is Action.acknowledge else ":white_check_mark:"
+        iid = f"`{safe(inc.id, 20)}`"
+        return Outcome(
+            True,
+            f"You {change} {iid}: {safe(inc.title, 300)}.",
+            f"{icon} {mention(user_id)} {change} this incident{said}.",
+            after,
+        )
+
+    # -- silences -------------------------------------------------------------------------
+
+    def _until(self, expires: datetime | None, at: datetime) -> str:
+        if expires is None:
+            return "until it resolves"
+        return f"for {ago(expires - at)} (until {clock_time(expires, self.tz, at)})"
+
+    def silence_incident(
+        self,
+        incident_id: str,
+        user_id: str,
+        via: Via,
+        duration: timedelta | None,
+        reason: str = "",
+    ) -> Outcome:
+        """Hold the incident's notifications for ``duration`` (None: until it resolves)."""
+        inc = self.store.incident(incident_id)
+        if inc is None:
+            return self._unknown(incident_id)
+        at = self.clock()
+        actor = actor_of(user_id)
+        refused = self._refused(user_id, "silence", inc.id, at, via)
+        if refused is not None:
+            return refused
+        iid = f"`{safe(inc.id, 20)}`"
+        if inc.state is State.resolved:
+            return Outcome(False, f"{iid} is already resolved; nothing to silence.", None, inc)
+        expires = None if duration is None else at + duration
+        for s in self.store.silences(at):
+            if not s.covers(inc.detector, inc.dimensions, inc.id):
+                continue
+            # Covered already (a silence that would end less than a minute later adds
+            # nothing: a second click on "Silence 1 h" is not a new silence).
+            if s.expires_at is None or (
+                expires is not None and s.expires_at >= expires - _EXTEND_MIN
+            ):
+                until = self._until(s.expires_at, at).removeprefix("for ")
+                return Outcome(
+                    False,
+                    f"{iid} is already silenced ({until}) by {user_ref(s.created_by)}; "
+                    "nothing changed.",
+                    None,
+                    inc,
+                )
+        reason = reason.strip() or NO_REASON
+        silence = Silence(
+            id=_silence_id(inc.id, duration, actor, at),
+            detector=inc.detector,
+            dimensions=dict(inc.dimensions),
+            reason=reason,
+            created_by=actor,
+            created_at=at,
+            expires_at=expires,
+            incident_id=inc.id,
+        )
+        try:
+            self.store.add_silence(silence)
+        except IntegrityError:  # the same request twice (a double click)
+            return Outcome(False, f"{iid} is already silenced; nothing changed.", None, inc)
+        until = self._until(expires, at)
+        try:
+            with self.store.begin() as tx:
+                tx.timeline(
+                    inc.id,
+                    Entry(
+                        at,
+                        "silenced",
+                        actor,
+                        f"silenced {until} by {actor}: {reason}",
+                        {"silence": silence.id},
+                    ),
+                )
+                self._updated(
+                    tx,
+                    inc,
+                    "silence",
+                    actor,
+                    at,
+                    inc.state,
+                    {
+                        "silence": {
+                            "id": silence.id,
+                            "expires_at": iso(expires) if expires else None,
+                            "reason": reason,
+                        }
+                    },
+                )
+        except StaleDataError:  # the silence holds; only the message update is missing
+            log.warning("incident %s changed while its silence was recorded", inc.id)
+        return Outcome(
+            True,
+            f"You silenced {iid} {until}. It is still recorded; only notifications are held.",
+            f":mute: {mention(user_id)} silenced this incident {until}: {safe(reason, 500)}",
+            self.store.incident(inc.id),
+        )
+
+    def silence_detector(
+        self,
+        detector: str | None,
+        labels: Mapping[str, str],
+        user_id: str,
+        via: Via,
+        duration: timedelta,
+        reason: str = "",
+    ) -> Outcome:
+        """Hold notifications of ``detector`` (None: every detector) on ``labels``."""
+        at = self.clock()
+        actor = actor_of(user_id)
+        refused = self._refused(user_id, "silence", None, at, via)
+        if refused is not None:
+            return refused
+        expires = at + duration
+        target = f"{detector or '*'}|{dims_text(labels)}"
+        silence = Silence(
+            id=_silence_id(target, duration, actor, at),
+            detector=detector,
+            dimensions=dict(labels),
+            reason=reason.strip() or NO_REASON,
+            created_by=actor,
+            created_at=at,
+            expires_at=expires,
+        )
+        what = (f"`{safe(detector, 60)}`" if detector else "every detector") + (
+            f" on {safe(dims_text(labels), 300)}" if labels else ""
+        )
+        try:
+            self.store.add_silence(silence)
+        except IntegrityError:
+            return Outcome(False, f"{what} is already silenced; nothing changed.")
+        return Outcome(
+            True,
+            f"You silenced {what} {self._until(expires, at)}. Incidents are still recorded; "
+            "only notifications are held.",
+        )
+
+    # -- escalation and postmortems ---------------------------------------------------------
+
+    def escalate(self, incident_id: str, user_id: str, via: Via) -> Outcome:
+        inc = self.store.incident(incident_id)
+        if inc is None:
+            return self._unknown(incident_id)
+        at = self.clock()
+        actor = actor_of(user_id)
+        refused = self._refused(user_id, "escalate", inc.id, at, via)
+        if refused is not None:
+            return refused
+        iid = f"`{safe(inc.id, 20)}`"
+        if not self.pagerduty_enabled:
+            return Outcome(
+                False,
+                "PagerDuty is not configured here (`pagerduty.enabled` is false), so nobody "
+                f"was paged for {iid}. Please call the escalation contact directly.",
+                None,
+                inc,
+            )
+        if inc.state is State.resolved:
+            return Outcome(False, f"{iid} is resolved; nothing to escalate.", None, inc)
+        try:
+            with self.store.begin() as tx:
+                added = tx.enqueue(
+                    Outgoing(
+                        key=f"{inc.id}:escalate",
+                        channel="pagerduty",
+                        kind="page.trigger",
+                        payload={"incident_id": inc.id, "by": actor},
+                        incident_id=inc.id,
+                    ),
+                    at,
+                )
+                if added:
+                    tx.timeline(
+                        inc.id, Entry(at, "escalated", actor, f"escalated to PagerDuty by {actor}")
+                    )
+                    tx.audit(actor, "escalate", inc.id, at, {"via": via})
+                    self._updated(tx, inc, "escalate", actor, at, inc.state)
+        except StaleDataError:
+            return self._conflict(inc.id)
+        if not added:
+            return Outcome(False, f"{iid} was already escalated to PagerDuty.", None, inc)
+        return Outcome(
+            True,
+            f"You escalated {iid}: a PagerDuty page is queued.",
+            f":rotating_light: {mention(user_id)} escalated this incident to PagerDuty.",
+            self.store.incident(inc.id),
+        )
+
+    def postmortem(self, incident_id: str) -> Outcome:
+        inc = self.store.incident(incident_id)
+        if inc is None:
+            return self._unknown(incident_id)
+        iid = safe(inc.id, 20)
+        return Outcome(
+            False,
+            f"Postmortem drafts are not available yet, so I have not written one for `{iid}`. "
+            f"`{self.command} summary {iid}` shows its timeline and evidence so far.",
+            None,
+            inc,
+        )
+
+
+def _silence_id(target: str, duration: timedelta | None, actor: str, at: datetime) -> str:
+    """The same request within a second (a double click) gets the same id."""
+    length = "resolved" if duration is None else str(int(duration.total_seconds()))
+    key = f"{target}|{length}|{actor}|{int(at.timestamp())}"
+    return "sil-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+__all__ = ["NO_REASON", "Operations", "Outcome", "Via", "actor_of"]
