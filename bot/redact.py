@@ -401,7 +401,7 @@ _TOKEN_FORMATS = (
     _format("whsec_", rf"{_B}whsec_[A-Za-z0-9+/=]++", SECRET_MARK),
     _format("_secret_", rf"{_B}(?:pi|seti|src|cs)_[A-Za-z0-9]++_secret_[A-Za-z0-9]++", SECRET_MARK),
     # Slack bot, user, app, config and refresh tokens.
-    _format("xox xapp-", rf"{_B}(?:xox[a-z](?:\.xox[a-z])?|xapp)-[A-Za-z0-9\-]{{6,}}+", TOKEN_MARK),
+    _format("xox xapp-", rf"{_B}(?:xox[a-z](?:\.xox[a-z])?|xapp)-[A-Za-z0-9\-]++", TOKEN_MARK),
     # AWS access key ids.
     _format("AKIA ASIA ABIA ACCA AGPA AIDA AIPA ANPA ANVA APKA AROA ASCA",
             r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)"
