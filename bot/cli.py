@@ -403,6 +403,88 @@ def demo(
     run_demo(out)
 
 
+@app.command()
+def postmortem(
+    incident: Annotated[str, typer.Argument(help="The incident id (inc-…).")],
+    config: ConfigOpt = None,
+    template: Annotated[
+        Path | None,
+        typer.Option(help="A Jinja2 template instead of postmortem.template.", dir_okay=False),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here instead of printing.")
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from", help="Store this edited draft as the next version.", dir_okay=False),
+    ] = None,
+    export: Annotated[
+        bool, typer.Option("--export", help="Write the approved version (to --out or export_dir).")
+    ] = False,
+) -> None:
+    """Draft an incident's postmortem from the store (a new version), store an edited draft
+    (--from), or export the approved one (--export)."""
+    import re
+
+    from bot.config import Settings
+    from bot.live import store_url
+    from bot.postmortem import PostmortemError, export_postmortem, render_postmortem
+    from bot.store import Store
+
+    if not re.fullmatch(r"inc-[0-9a-f]{12}", incident):
+        raise typer.BadParameter(
+            f"{incident!r} is not an incident id (inc-…)", param_hint="INCIDENT"
+        )
+    settings = _load(config, secrets_for=("store",))
+    assert isinstance(settings, Settings)
+    store = Store.open(store_url(settings.store))
+    try:
+        inc = store.incident(incident)
+        if inc is None:
+            typer.echo(f"no incident {incident} in the store", err=True)
+            raise typer.Exit(1)
+        now = datetime.now(UTC)
+        if export:
+            approved = [p for p in store.postmortems(incident) if p.status == "approved"]
+            if not approved:
+                typer.echo(f"{incident} has no approved postmortem yet", err=True)
+                raise typer.Exit(1)
+            if out is not None:
+                out.write_text(approved[-1].body, encoding="utf-8")
+                path = out
+            else:
+                path = export_postmortem(approved[-1], Path(settings.postmortem.export_dir))
+            typer.echo(f"Wrote {path} (version {approved[-1].version}, approved)")
+            return
+        if from_file is not None:
+            body = _read_file(from_file, lambda p: p.read_text(encoding="utf-8"), "--from")
+            assert body is not None
+            pm = store.add_postmortem(incident, body, "cli", now)
+            typer.echo(
+                f"Stored {from_file} as version {pm.version} of the postmortem of {incident}"
+            )
+            return
+        try:
+            body = render_postmortem(
+                inc,
+                store.timeline(incident),
+                store.audit_log(incident),
+                now,
+                template=template or Path(settings.postmortem.template),
+            )
+        except PostmortemError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+        pm = store.add_postmortem(incident, body, "cli", now)
+        if out is not None:
+            out.write_text(pm.body, encoding="utf-8")
+            typer.echo(f"Wrote {out} (version {pm.version}, draft)")
+        else:
+            typer.echo(pm.body)
+    finally:
+        store.close()
+
+
 def main() -> None:
     app()
 

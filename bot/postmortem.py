@@ -35,7 +35,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from bot.evidence.gather import RATIOS
 from bot.evidence.impact import format_count, format_money, format_percent, format_window
 from bot.redact import redact as redact_text
-from bot.store import Entry, StoredIncident
+from bot.store import Entry, Postmortem, StoredIncident
 from bot.store.store import AuditEntry
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "postmortem.md.j2"
@@ -1370,6 +1370,7 @@ __all__ = [
     "TimelineRow",
     "environment",
     "escape_markdown",
+    "export_postmortem",
     "fenced",
     "inline_code",
     "md",
@@ -1378,3 +1379,15 @@ __all__ = [
     "render_postmortem",
     "table_cell",
 ]
+
+
+def export_postmortem(pm: Postmortem, directory: Path) -> Path:
+    """Write an approved version to ``directory`` as ``<incident>-v<version>.md``."""
+    if pm.status != "approved":
+        raise PostmortemError("export", f"version {pm.version} is {pm.status}, not approved")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{pm.incident_id}-v{pm.version}.md"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(pm.body, encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -97,6 +97,7 @@ class Permissions(StrictModel):
     escalate: list[str] = Field(default_factory=list)
     silence: list[str] = Field(default_factory=list)
     resolve: list[str] = Field(default_factory=list)
+    review: list[str] = Field(default_factory=list, description="approve postmortem drafts")
 
 
 class SlackMode(StrEnum):
@@ -156,6 +157,13 @@ class PagerDutyConfig(StrictModel):
 class RunbooksConfig(StrictModel):
     dir: EnvStr = "runbooks"
     base_url: EnvStr | None = Field(default=None, description="where runbooks are published")
+
+
+class PostmortemConfig(StrictModel):
+    """The draft's Jinja2 template (replace it with your own) and where approved ones go."""
+
+    template: EnvStr = "templates/postmortem.md.j2"
+    export_dir: EnvStr = "paytriage-data/postmortems"
 
 
 class StoreConfig(StrictModel):
@@ -277,6 +285,7 @@ class Settings(StrictModel):
     slack: SlackConfig = SlackConfig(enabled=False)
     pagerduty: PagerDutyConfig = PagerDutyConfig()
     runbooks: RunbooksConfig = RunbooksConfig()
+    postmortem: PostmortemConfig = PostmortemConfig()
     store: StoreConfig = StoreConfig()
     server: ServerConfig = ServerConfig()
 

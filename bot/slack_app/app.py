@@ -32,10 +32,11 @@ from slack_bolt import Ack, App, Respond
 from slack_bolt.lazy_listener.thread_runner import ThreadLazyListenerRunner
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.models.blocks import ActionsBlock, ButtonElement
 
 from bot.config import Settings
 from bot.notify.slack import ids
-from bot.notify.slack.text import FALLBACK_LIMIT, cut, is_user_id, safe
+from bot.notify.slack.text import FALLBACK_LIMIT, cut, is_user_id, mention, safe
 from bot.slack_app.commands import (
     INCIDENT_ID,
     Acknowledge,
@@ -240,13 +241,82 @@ class Handlers:
         elif isinstance(cmd, Resolve):
             out = self.ops.resolve(inc.id, where.user, where.via, cmd.note)
         elif isinstance(cmd, Postmortem):
-            out = self.ops.postmortem(inc.id)
+            out = self._draft(inc.id, where)
         else:
             out = self.ops.silence_incident(inc.id, where.user, where.via, cmd.duration, cmd.reason)
         self._deliver(out, where)
 
+    def _draft(self, incident_id: str, where: Where) -> Outcome:
+        """A new postmortem draft, uploaded to the incident's thread with review buttons."""
+        out = self.ops.postmortem(incident_id, where.user)
+        pm, inc = out.postmortem, out.incident
+        if pm is None or inc is None:
+            return out
+        target = _thread_of(inc) or (
+            (where.channel, where.thread_ts or where.message_ts or "") if where.channel else None
+        )
+        if target is None or not target[1]:
+            return Outcome(False, out.reply + " (It has no thread to post to: it is stored.)")
+        channel, thread = target
+        value = f"{inc.id}:{pm.version}"
+        try:
+            upload = self.client.files_upload_v2(
+                channel=channel,
+                thread_ts=thread,
+                content=pm.body,
+                filename=f"{inc.id}-postmortem-v{pm.version}.md",
+                title=f"Postmortem draft v{pm.version}",
+            )
+            file_id = str((upload.get("file") or {}).get("id") or "")
+            if file_id:
+                self.store.set_postmortem_file(inc.id, pm.version, file_id)
+            review = ActionsBlock(
+                block_id=f"paytriage_pm:{value}",
+                elements=[
+                    ButtonElement(
+                        text="Approve",
+                        action_id=ids.POSTMORTEM_APPROVE,
+                        value=value,
+                        style="primary",
+                    ),
+                    ButtonElement(
+                        text="Request changes", action_id=ids.POSTMORTEM_CHANGES, value=value
+                    ),
+                ],
+            )
+            text = (
+                f":memo: Postmortem draft v{pm.version} by {mention(where.user)} is above: "
+                "review it, then approve it or ask for changes."
+            )
+            self.client.chat_postMessage(
+                channel=channel,
+                thread_ts=thread,
+                text=text,
+                blocks=[section(text).to_dict(), review.to_dict()],
+                unfurl_links=False,
+            )
+        except (SlackApiError, SlackRequestError) as exc:
+            log.warning("postmortem draft of %s not posted: %s", inc.id, exc)
+            return Outcome(False, "The draft is stored but could not be posted; try again.")
+        return out
+
+    def _review(self, action_id: str, value: str, where: Where) -> None:
+        incident_id, _, version = value.partition(":")
+        if not INCIDENT_ID.fullmatch(incident_id) or not version.isdigit():
+            self._private(where, "That button does not name a postmortem draft I know.")
+            return
+        status = "approved" if action_id == ids.POSTMORTEM_APPROVE else "changes_requested"
+        out = self.ops.review(incident_id, int(version), status, where.user, "button")
+        self._deliver(out, where)
+
     def _button(self, action: Mapping[str, Any], where: Where) -> None:
         action_id = str(action.get("action_id") or "")
+        if action_id in (ids.POSTMORTEM_APPROVE, ids.POSTMORTEM_CHANGES):
+            if not is_user_id(where.user):
+                self._private(where, "I do not know who pressed that button.")
+                return
+            self._review(action_id, str(action.get("value") or ""), where)
+            return
         if action_id == ids.SILENCE:
             incident_id = str(action.get("block_id") or "").removeprefix(ids.ACTIONS_BLOCK)
             option = str((action.get("selected_option") or {}).get("value") or "")
@@ -262,7 +332,7 @@ class Handlers:
         elif action_id == ids.ESCALATE:
             out = self.ops.escalate(incident_id, where.user, "button")
         elif action_id == ids.POSTMORTEM:
-            out = self.ops.postmortem(incident_id)
+            out = self._draft(incident_id, where)
         elif action_id == ids.SILENCE and option in SILENCE_DURATIONS:
             out = self.ops.silence_incident(
                 incident_id, where.user, "button", SILENCE_DURATIONS[option]
@@ -446,7 +516,15 @@ def create_app(
     app.command(slack.command)(ack=h.ack_command, lazy=[h.run_command])
     app.event("app_mention")(ack=h.ack_only, lazy=[h.on_mention])
     app.event("app_home_opened")(ack=h.ack_only, lazy=[h.on_home])
-    for action_id in (ids.ACK, ids.RESOLVE, ids.ESCALATE, ids.SILENCE, ids.POSTMORTEM):
+    for action_id in (
+        ids.ACK,
+        ids.RESOLVE,
+        ids.ESCALATE,
+        ids.SILENCE,
+        ids.POSTMORTEM,
+        ids.POSTMORTEM_APPROVE,
+        ids.POSTMORTEM_CHANGES,
+    ):
         app.action(action_id)(ack=h.ack_only, lazy=[h.on_action])
     app.action(ids.RUNBOOK)(h.ack_only)  # a URL button: Slack opens the link itself
     return app

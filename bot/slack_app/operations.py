@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -35,9 +36,10 @@ from bot.incidents.lifecycle import Action, Silence, State, TransitionError
 from bot.live import slack_router
 from bot.notify.slack.text import ago, clock_time, mention, safe, user_ref
 from bot.pipeline import incident_from_store
+from bot.postmortem import PostmortemError, export_postmortem, render_postmortem
 from bot.slack_app.permissions import Permissions
 from bot.slack_app.views import dims_text
-from bot.store import Entry, Outgoing, Store, StoredIncident, Tx
+from bot.store import Entry, Outgoing, Postmortem, Store, StoredIncident, StoreError, Tx
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class Outcome:
     reply: str
     note: str | None = None
     incident: StoredIncident | None = None
+    postmortem: Postmortem | None = None  # a new draft version to post for review
 
 
 def actor_of(user_id: str) -> str:
@@ -76,6 +79,8 @@ class Operations:
         self.pagerduty_enabled = settings.pagerduty.enabled
         self.tz = ZoneInfo(settings.timezone)
         self._route = slack_router(settings.slack)
+        self.postmortem_template = Path(settings.postmortem.template)
+        self.export_dir = Path(settings.postmortem.export_dir)
 
     # -- where updates go -----------------------------------------------------------------
 
@@ -416,17 +421,62 @@ class Operations:
             self.store.incident(inc.id),
         )
 
-    def postmortem(self, incident_id: str) -> Outcome:
+    def postmortem(self, incident_id: str, user_id: str | None = None) -> Outcome:
+        """A new draft version from the store, rendered with the configured template."""
         inc = self.store.incident(incident_id)
         if inc is None:
             return self._unknown(incident_id)
-        iid = safe(inc.id, 20)
+        at = self.clock()
+        try:
+            body = render_postmortem(
+                inc,
+                self.store.timeline(inc.id),
+                self.store.audit_log(inc.id),
+                at,
+                template=self.postmortem_template,
+            )
+        except PostmortemError as exc:
+            log.error("postmortem of %s: %s", inc.id, exc)
+            return Outcome(False, f"The postmortem template failed: {safe(str(exc), 500)}")
+        author = actor_of(user_id) if user_id else "paytriage"
+        pm = self.store.add_postmortem(inc.id, body, author, at)
         return Outcome(
-            False,
-            f"Postmortem drafts are not available yet, so I have not written one for `{iid}`. "
-            f"`{self.command} summary {iid}` shows its timeline and evidence so far.",
+            True,
+            f"Draft v{pm.version} of the postmortem of `{safe(inc.id, 20)}` is in the "
+            "incident's thread for review.",
             None,
             inc,
+            pm,
+        )
+
+    def review(
+        self, incident_id: str, version: int, status: str, user_id: str, via: Via
+    ) -> Outcome:
+        """Approve a draft version (exported to a file) or ask for changes to it."""
+        at = self.clock()
+        refused = self._refused(user_id, "review", incident_id, at, via)
+        if refused is not None:
+            return refused
+        try:
+            pm = self.store.review_postmortem(incident_id, version, status, actor_of(user_id), at)
+        except StoreError as exc:
+            return Outcome(False, safe(str(exc), 300))
+        inc = self.store.incident(incident_id)
+        who = mention(user_id)
+        if status == "approved":
+            path = export_postmortem(pm, self.export_dir)
+            note = (
+                f":white_check_mark: Postmortem v{version} approved by {who}; exported to "
+                f"`{safe(path.name, 200)}`."
+            )
+        else:
+            note = (
+                f":pencil2: {who} asked for changes to postmortem v{version}. Edit the draft "
+                f"and store it with `paytriage postmortem {safe(incident_id, 20)} --from FILE`, "
+                "or press *Draft postmortem* for a fresh draft from the latest evidence."
+            )
+        return Outcome(
+            True, f"Recorded: postmortem v{version} {status.replace('_', ' ')}.", note, inc
         )
 
 

@@ -1,4 +1,4 @@
-"""Who may escalate, silence and resolve (``slack.permissions`` in the configuration).
+"""Who may escalate, silence, resolve and approve postmortems (``slack.permissions``).
 
 Each list holds Slack user ids (``U…``/``W…``) and user-group ids (``S…``); an empty list lets
 everyone. Group members are read with ``usergroups.users.list`` and kept for a short while
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 USER = re.compile(r"^[UW][A-Z0-9]{2,30}$")
 GROUP = re.compile(r"^S[A-Z0-9]{2,30}$")
-GUARDED = ("escalate", "silence", "resolve")  # acknowledging and reading are open to all
+GUARDED = ("escalate", "silence", "resolve", "review")  # acknowledging, reading: open to all
 
 
 class GroupLookupError(RuntimeError):

@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import struct
+import tempfile
 import threading
 import time
 import urllib.error
@@ -57,6 +58,7 @@ pytestmark = pytest.mark.integration
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
 CHANNEL = "#payments-oncall"
+ROOT = Path(__file__).resolve().parents[2]
 ANA, BEN, LEAD = "U0ANA00001", "U0BEN00001", "U0LEAD0001"
 ONCALL_GROUP = "S0ONCALL01"
 ACK_LIMIT = 3.0  # seconds: Slack's deadline for an acknowledgement
@@ -88,6 +90,10 @@ def settings(mode: str = "http", pagerduty: bool = False, **permissions: list[st
             "permissions": permissions,
         },
         "pagerduty": {"enabled": pagerduty, "routing_key": "${PD_KEY}"},
+        "postmortem": {
+            "template": str(ROOT / "templates" / "postmortem.md.j2"),
+            "export_dir": tempfile.mkdtemp(prefix="postmortems-"),
+        },
     }
     env = {
         "SLACK_BOT_TOKEN": "xoxb-paytriage-test",
@@ -230,6 +236,7 @@ class Harness:
         incident: StoredIncident,
         user: str = ANA,
         option: str | None = None,
+        value: str | None = None,
     ) -> None:
         assert incident.slack_channel and incident.slack_ts
         action: dict[str, Any] = {
@@ -240,7 +247,7 @@ class Harness:
         if option is None:
             action |= {
                 "type": "button",
-                "value": incident.id,
+                "value": value or incident.id,
                 "text": {"type": "plain_text", "text": "x"},
             }
         else:
@@ -481,7 +488,7 @@ def test_silence_menu_escalate_postmortem_and_runbook(h: Harness) -> None:
     h.click(ids.POSTMORTEM, inc)
     said = wait_for(lambda: len(h.ephemeral_to(ANA)) == 2 and h.ephemeral_to(ANA))
     assert any("PagerDuty is not configured" in s for s in said)
-    assert any("Postmortem drafts are not available yet" in s for s in said)
+    assert any("Draft v1 of the postmortem" in s for s in said)
     calls = len(h.slack.calls)
     h.click(ids.RUNBOOK, inc)  # a link button: acknowledged, nothing else
     time.sleep(0.3)
@@ -625,7 +632,7 @@ def test_every_slash_subcommand_answers_within_the_deadline(h: Harness) -> None:
     assert "`decline_spike` on country=BR for 1 h" in h.reply(name)["text"]
 
     _, name = h.command(f"postmortem {inc.id}")
-    assert "not available yet" in h.reply(name)["text"]
+    assert "is in the incident's thread for review" in h.reply(name)["text"]
 
     _, name = h.command(f"resolve {inc.id} rolled back", user=ANA)  # not permitted
     assert "Sorry" in h.reply(name)["text"]
@@ -641,6 +648,7 @@ def test_every_slash_subcommand_answers_within_the_deadline(h: Harness) -> None:
     assert max(h.timings) < ACK_LIMIT, h.timings
     assert [(a.action, a.allowed) for a in h.store.audit_log(inc.id)] == [
         ("acknowledge", True),
+        ("postmortem.version", True),
         ("resolve", False),
         ("resolve", True),
     ]
@@ -1050,3 +1058,43 @@ def test_socket_mode_commands_buttons_and_mentions(
     finally:
         handler.close()
         ws.close()
+
+
+def test_a_postmortem_draft_is_reviewed_in_slack_and_the_approved_one_exported(
+    slack: SlackApiServer, store: Store, responses: ResponseUrls
+) -> None:
+    cfg = settings(review=[LEAD])
+    h = run_http(slack, store, responses, cfg)
+    try:
+        inc = h.incident()
+        h.click(ids.POSTMORTEM, inc)
+        wait_for(lambda: any("Postmortem draft v1" in t for t in h.thread(inc)))
+        [draft] = [f for f in slack.files.values() if f.filename.endswith("-v1.md")]
+        assert draft.shares[0].thread_ts == inc.slack_ts
+        assert b"## " in draft.content and inc.id.encode() in draft.content
+        [v1] = store.postmortems(inc.id)
+        assert v1.author == f"slack:{ANA}" and v1.slack_file == draft.id
+
+        h.click(ids.POSTMORTEM_APPROVE, inc, user=ANA, value=f"{inc.id}:1")  # not a reviewer
+        wait_for(lambda: any("Sorry" in t for t in h.ephemeral_to(ANA)))
+        assert store.postmortems(inc.id)[0].status == "draft"
+
+        h.click(ids.POSTMORTEM_CHANGES, inc, user=LEAD, value=f"{inc.id}:1")
+        wait_for(lambda: any("asked for changes to postmortem v1" in t for t in h.thread(inc)))
+        h.click(ids.POSTMORTEM, inc, user=LEAD)
+        wait_for(lambda: len(store.postmortems(inc.id)) == 2)
+        h.click(ids.POSTMORTEM_APPROVE, inc, user=LEAD, value=f"{inc.id}:1")  # stale version
+        wait_for(lambda: any("not the latest" in t for t in h.ephemeral_to(LEAD)))
+        h.click(ids.POSTMORTEM_APPROVE, inc, user=LEAD, value=f"{inc.id}:2")
+        wait_for(lambda: any("Postmortem v2 approved" in t for t in h.thread(inc)))
+        assert [(p.version, p.status) for p in store.postmortems(inc.id)] == [
+            (1, "changes_requested"),
+            (2, "approved"),
+        ]
+        exported = Path(cfg.postmortem.export_dir) / f"{inc.id}-v2.md"
+        assert exported.read_text() == store.postmortems(inc.id)[1].body
+        actions = [(a.action, a.allowed) for a in store.audit_log(inc.id)]
+        assert ("review", False) in actions and ("postmortem.approved", True) in actions
+        assert slack.spec_violations == []
+    finally:
+        h.http.close()

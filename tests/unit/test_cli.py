@@ -134,3 +134,37 @@ def test_redact_masks_what_the_bot_would_never_show() -> None:
     assert "4242-4242-4242-4242" not in res.output and "bob@example.com" not in res.output
     assert "cvv=123" not in res.output
     assert "ORD-1001" in res.output and "charge failed" in res.output
+
+
+def test_postmortem_draft_edit_and_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from bot.store import Store
+    from tests.unit.test_pipeline import finding as make_finding
+    from tests.unit.test_pipeline import pipeline, raised
+
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)  # drafting needs no Slack
+    db = tmp_path / "p.db"
+    store = Store.open(f"sqlite:///{db}")
+    f = make_finding("capture_failures", psp="braintree")
+    [inc] = pipeline(store).step([raised(f)], [f], f.at).ids("opened")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"slack: {{enabled: false}}\nstore: {{url: 'sqlite:///{db}'}}\n"
+        f"postmortem: {{export_dir: '{tmp_path / 'out'}'}}\n"
+    )
+    res = runner.invoke(app, ["postmortem", inc, "-c", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert inc in res.output and "capture" in res.output.lower()
+    edited = tmp_path / "edited.md"
+    edited.write_text("# Postmortem (edited)\nRoot cause: expired authorizations.\n")
+    res = runner.invoke(app, ["postmortem", inc, "-c", str(cfg), "--from", str(edited)])
+    assert res.exit_code == 0 and "as version 2" in res.output
+    res = runner.invoke(app, ["postmortem", inc, "-c", str(cfg), "--export"])
+    assert res.exit_code == 1 and "no approved postmortem" in res.output
+    store.review_postmortem(inc, 2, "approved", "slack:U0LEAD0001", datetime.now(UTC))
+    res = runner.invoke(app, ["postmortem", inc, "-c", str(cfg), "--export"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out" / f"{inc}-v2.md").read_text() == edited.read_text()
+    bad = runner.invoke(app, ["postmortem", "inc-nothex", "-c", str(cfg)])
+    assert bad.exit_code == 2 and "not an incident id" in bad.output

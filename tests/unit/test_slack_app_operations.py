@@ -223,7 +223,12 @@ def test_unknown_incident_and_postmortem(store: Store) -> None:
         in o.acknowledge("inc-000000000000", ANA, "command").reply
     )
     inc = make_incident(store)
-    pm = o.postmortem(inc.id)
-    assert not pm.ok and "Postmortem drafts are not available yet" in pm.reply
-    assert f"/triage summary {inc.id}" in pm.reply
-    assert outbox(store) == [] and store.audit_log() == []
+    pm = o.postmortem(inc.id, ANA)
+    assert pm.ok and pm.postmortem is not None and pm.postmortem.version == 1
+    assert "Draft v1 of the postmortem" in pm.reply
+    [stored] = store.postmortems(inc.id)
+    assert stored.author == f"slack:{ANA}" and inc.id in stored.body
+    assert outbox(store) == []  # nothing to send: the app uploads the draft itself
+    o.postmortem_template = Path("/nonexistent/postmortem.md.j2")
+    bad = o.postmortem(inc.id, ANA)
+    assert not bad.ok and "template failed" in bad.reply and len(store.postmortems(inc.id)) == 1

@@ -12,6 +12,8 @@ SILENCE = "paytriage_silence"  # static_select; option values below
 RESOLVE = "paytriage_resolve"
 POSTMORTEM = "paytriage_postmortem"
 RUNBOOK = "paytriage_runbook"  # a URL button: Slack still sends an action, acknowledged only
+POSTMORTEM_APPROVE = "paytriage_pm_approve"  # value: "<incident id>:<version>"
+POSTMORTEM_CHANGES = "paytriage_pm_changes"  # value: "<incident id>:<version>"
 ACTIONS_BLOCK = "paytriage_actions:"  # + incident id: the block id of the buttons
 
 SILENCE_OPTIONS = {"1h": "Silence 1 h", "4h": "Silence 4 h", "resolved": "Silence until resolved"}
@@ -21,6 +23,8 @@ __all__ = [
     "ACTIONS_BLOCK",
     "ESCALATE",
     "POSTMORTEM",
+    "POSTMORTEM_APPROVE",
+    "POSTMORTEM_CHANGES",
     "RESOLVE",
     "RUNBOOK",
     "SILENCE",
