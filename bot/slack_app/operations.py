@@ -35,7 +35,7 @@ from bot.incidents.grouping import iso
 from bot.incidents.lifecycle import Action, Silence, State, TransitionError
 from bot.live import slack_router
 from bot.notify.slack.text import ago, clock_time, mention, safe, user_ref
-from bot.pipeline import incident_from_store
+from bot.pipeline import PAGERDUTY, incident_from_store
 from bot.postmortem import PostmortemError, export_postmortem, render_postmortem
 from bot.slack_app.permissions import Permissions
 from bot.slack_app.views import dims_text
@@ -220,6 +220,20 @@ class Operations:
                 self._updated(
                     tx, inc, action.value, actor, at, state, {"note": note} if note else {}
                 )
+                if self.pagerduty_enabled and tx.has_outbox(inc.id, PAGERDUTY):
+                    # The page follows the people: acknowledged or resolved in Slack, the
+                    # same in PagerDuty (its dedup key is the incident id).
+                    kind = "page.acknowledge" if action is Action.acknowledge else "page.resolve"
+                    tx.enqueue(
+                        Outgoing(
+                            key=f"{inc.id}:pd:{action.value}:{inc.reopened}",
+                            channel=PAGERDUTY,
+                            kind=kind,
+                            payload={"incident_id": inc.id, "by": actor},
+                            incident_id=inc.id,
+                        ),
+                        at,
+                    )
         except TransitionError:
             return self._not_applicable(inc.id, action)
         except StaleDataError:
