@@ -46,6 +46,8 @@ from urllib.parse import quote, unquote
 
 import yaml
 
+from bot.config.loader import line_index
+
 __all__ = [
     "SOURCE_DOWN",
     "Condition",
@@ -270,26 +272,7 @@ def _split_front_matter(text: str) -> tuple[str, str, int] | None:
 
 def _yaml_lines(text: str) -> dict[tuple[str | int, ...], int]:
     """Each key path of the front matter to its line in the file (front matter starts on 2)."""
-    index: dict[tuple[str | int, ...], int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return index
-
-    def walk(node: yaml.Node | None, path: tuple[str | int, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                p = (*path, str(k.value))
-                index[p] = k.start_mark.line + 2
-                walk(v, p)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                p = (*path, i)
-                index[p] = item.start_mark.line + 2
-                walk(item, p)
-
-    walk(root, ())
-    return index
+    return line_index(text, first_line=2)
 
 
 def _unknown_key(

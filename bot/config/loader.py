@@ -48,8 +48,9 @@ class ConfigError(Exception):
         super().__init__(f"{source}: {len(issues)} problem(s) in the configuration:\n{lines}")
 
 
-def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
-    """Map each key path of the YAML document to its 1-based line number."""
+def line_index(text: str, first_line: int = 1) -> dict[tuple[str | int, ...], int]:
+    """Map each key path of the YAML document to its line number (the document's first
+    line being ``first_line``); empty when the text is not YAML."""
     index: dict[tuple[str | int, ...], int] = {}
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -60,12 +61,12 @@ def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 p = (*path, str(key.value))
-                index[p] = key.start_mark.line + 1
+                index[p] = key.start_mark.line + first_line
                 walk(value, p)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 p = (*path, i)
-                index[p] = item.start_mark.line + 1
+                index[p] = item.start_mark.line + first_line
                 walk(item, p)
 
     walk(root, ())
@@ -172,7 +173,7 @@ def parse_settings(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigIssue("", "the file must be a mapping of keys")])
-    lines = _line_index(text)
+    lines = line_index(text)
     try:
         settings = Settings.model_validate(data, context={"env": env})
     except ValidationError as exc:
