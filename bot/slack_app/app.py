@@ -19,6 +19,7 @@ clock; ``bot.slack_app.run`` serves the app over HTTP or Socket Mode.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -92,6 +93,7 @@ class Where:
     thread_ts: str | None = None  # the thread the request was made in
     message_ts: str | None = None  # the mention's own message, or the button's message
     respond: Respond | None = None  # the slash command's response_url
+    trigger_id: str | None = None  # a button's: lets the app open a modal
 
 
 class Handlers:
@@ -169,8 +171,40 @@ class Handlers:
             "button",
             thread_ts=container.get("thread_ts"),
             message_ts=container.get("message_ts") or (body.get("message") or {}).get("ts"),
+            trigger_id=body.get("trigger_id"),
         )
         self._guarded(where, lambda: self._button(action, where))
+
+    def on_silence_submit(self, body: dict[str, Any]) -> None:
+        """The silence modal was submitted: silence with the reason given."""
+        view = body.get("view") or {}
+        try:
+            meta = json.loads(str(view.get("private_metadata") or "{}"))
+        except ValueError:
+            meta = {}
+        user = str((body.get("user") or {}).get("id") or "")
+        incident_id, option = str(meta.get("incident") or ""), str(meta.get("option") or "")
+        values = (view.get("state") or {}).get("values") or {}
+        reason = str(((values.get("reason") or {}).get("reason") or {}).get("value") or "")
+        where = Where(
+            user,
+            meta.get("channel"),
+            "button",
+            thread_ts=meta.get("thread_ts"),
+            message_ts=meta.get("message_ts"),
+        )
+        if not (INCIDENT_ID.fullmatch(incident_id) and option in SILENCE_DURATIONS):
+            self._private(where, "That form does not name an incident I know.")
+            return
+        self._guarded(
+            where,
+            lambda: self._deliver(
+                self.ops.silence_incident(
+                    incident_id, user, "button", SILENCE_DURATIONS[option], reason[:500]
+                ),
+                where,
+            ),
+        )
 
     def on_home(self, event: dict[str, Any]) -> None:
         if event.get("tab", "home") != "home" or not event.get("user"):
@@ -300,6 +334,48 @@ class Handlers:
             return Outcome(False, "The draft is stored but could not be posted; try again.")
         return out
 
+    def _ask_reason(self, incident_id: str, option: str, where: Where) -> bool:
+        """Open the silence form (a reason is asked for, not required); False when Slack
+        would not open it (the silence then goes ahead without a reason)."""
+        meta = {
+            "incident": incident_id,
+            "option": option,
+            "channel": where.channel,
+            "thread_ts": where.thread_ts,
+            "message_ts": where.message_ts,
+        }
+        view = {
+            "type": "modal",
+            "callback_id": ids.SILENCE_MODAL,
+            "private_metadata": json.dumps(meta),
+            "title": {"type": "plain_text", "text": "Silence incident"},
+            "submit": {"type": "plain_text", "text": "Silence"},
+            "close": {"type": "plain_text", "text": "Cancel"},
+            "blocks": [
+                section(
+                    f"{ids.SILENCE_OPTIONS[option]} for `{safe(incident_id, 20)}`: "
+                    "notifications stop, the incident is still recorded."
+                ).to_dict(),
+                {
+                    "type": "input",
+                    "block_id": "reason",
+                    "optional": True,
+                    "label": {"type": "plain_text", "text": "Why? (shown in the thread)"},
+                    "element": {
+                        "type": "plain_text_input",
+                        "action_id": "reason",
+                        "max_length": 500,
+                    },
+                },
+            ],
+        }
+        try:
+            self.client.views_open(trigger_id=str(where.trigger_id), view=view)
+        except (SlackApiError, SlackRequestError) as exc:
+            log.warning("silence form not opened: %s", exc)
+            return False
+        return True
+
     def _review(self, action_id: str, value: str, where: Where) -> None:
         incident_id, _, version = value.partition(":")
         if not INCIDENT_ID.fullmatch(incident_id) or not version.isdigit():
@@ -334,6 +410,8 @@ class Handlers:
         elif action_id == ids.POSTMORTEM:
             out = self._draft(incident_id, where)
         elif action_id == ids.SILENCE and option in SILENCE_DURATIONS:
+            if where.trigger_id and self._ask_reason(incident_id, option, where):
+                return  # silenced when the form comes back, with its reason
             out = self.ops.silence_incident(
                 incident_id, where.user, "button", SILENCE_DURATIONS[option]
             )
@@ -527,6 +605,7 @@ def create_app(
     ):
         app.action(action_id)(ack=h.ack_only, lazy=[h.on_action])
     app.action(ids.RUNBOOK)(h.ack_only)  # a URL button: Slack opens the link itself
+    app.view(ids.SILENCE_MODAL)(ack=h.ack_only, lazy=[h.on_silence_submit])
     return app
 
 

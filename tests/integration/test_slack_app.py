@@ -280,6 +280,26 @@ class Harness:
         assert status == 200, out
         assert self.timings[-1] < ACK_LIMIT
 
+    def submit(self, view: dict[str, Any], reason: str, user: str = ANA) -> None:
+        """Submit an opened modal as Slack does (a view_submission with the form's state)."""
+        payload = {
+            "type": "view_submission",
+            "team": {"id": TEAM_ID, "domain": "paytriage-test"},
+            "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
+            "api_app_id": "A0PAYBOT01",
+            "trigger_id": "13345224609.738474920.8088930838d88f008e1",
+            "view": {
+                **view,
+                "state": {
+                    "values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}
+                },
+            },
+        }
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        status, out = self.post(body, "application/x-www-form-urlencoded")
+        assert status == 200, out
+        assert self.timings[-1] < ACK_LIMIT
+
     def event(self, event: dict[str, Any]) -> None:
         envelope = {
             "token": "deprecated-verification-token",
@@ -478,10 +498,15 @@ def test_a_refused_resolve_changes_nothing_and_is_audited(h: Harness) -> None:
 def test_silence_menu_escalate_postmortem_and_runbook(h: Harness) -> None:
     inc = h.incident()
     h.click(ids.SILENCE, inc, option="4h")
+    [form] = wait_for(lambda: h.slack.opened_views)  # why? is asked before silencing
+    assert form["callback_id"] == ids.SILENCE_MODAL and h.store.silences() == []
+    h.submit(form, "PSP confirmed <!channel> maintenance")
     note = wait_for(lambda: h.thread(inc))[0]
     assert note.startswith(f":mute: <@{ANA}> silenced this incident for 4 h (until 13:05 UTC)")
+    assert "PSP confirmed &lt;!channel&gt; maintenance" in note
     [sil] = h.store.silences(T0 + timedelta(hours=1))
     assert sil.incident_id == inc.id and sil.created_by == f"slack:{ANA}"
+    assert sil.reason.startswith("PSP confirmed")
     assert [k for k, _ in h.outbox()] == ["incident.updated"]
 
     h.click(ids.ESCALATE, inc)  # PagerDuty is not configured here: say so, page nobody
@@ -569,6 +594,7 @@ def test_a_full_incident_from_post_to_resolve_keeps_one_root_message(h: Harness)
     wait_for(lambda: h.thread(posted)[-1:] == [f":eyes: <@{ANA}> acknowledged this incident."])
     assert [o["value"] for o in element(ids.SILENCE)["options"]] == ["1h", "4h", "resolved"]
     h.click(ids.SILENCE, posted, user=ANA, option="resolved")
+    h.submit(wait_for(lambda: h.slack.opened_views)[-1], "")  # no reason given
     wait_for(lambda: "until it resolves" in h.thread(posted)[-1])
     assert len(sender.drain().sent) == 2
     assert element(ids.RESOLVE)["value"] == inc.id

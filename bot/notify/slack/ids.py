@@ -14,6 +14,7 @@ POSTMORTEM = "paytriage_postmortem"
 RUNBOOK = "paytriage_runbook"  # a URL button: Slack still sends an action, acknowledged only
 POSTMORTEM_APPROVE = "paytriage_pm_approve"  # value: "<incident id>:<version>"
 POSTMORTEM_CHANGES = "paytriage_pm_changes"  # value: "<incident id>:<version>"
+SILENCE_MODAL = "paytriage_silence_modal"  # the form asking why, after the menu
 ACTIONS_BLOCK = "paytriage_actions:"  # + incident id: the block id of the buttons
 
 SILENCE_OPTIONS = {"1h": "Silence 1 h", "4h": "Silence 4 h", "resolved": "Silence until resolved"}
@@ -28,5 +29,6 @@ __all__ = [
     "RESOLVE",
     "RUNBOOK",
     "SILENCE",
+    "SILENCE_MODAL",
     "SILENCE_OPTIONS",
 ]
