@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bot.config import Settings
 from bot.config.models import SlackConfig, StoreConfig
 from bot.detection import DetectorRun, Event, fetch_frame, runs_for
@@ -85,12 +87,18 @@ class DetectorHealth:
     last_run: dict[str, datetime] = field(default_factory=dict)
     last_error: dict[str, str] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
+    newest_sample: dict[str, datetime | None] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ok(self, detector: str, at: datetime) -> None:
         with self.lock:
             self.last_run[detector] = at
             self.last_error.pop(detector, None)
+
+    def data(self, detector: str, newest: datetime | None) -> None:
+        """When the newest sample the detector read was (data freshness)."""
+        with self.lock:
+            self.newest_sample[detector] = newest
 
     def failed(self, detector: str, at: datetime, error: str) -> None:
         with self.lock:
@@ -105,9 +113,21 @@ class DetectorHealth:
                     "last_run": self.last_run.get(d),
                     "error": self.last_error.get(d),
                     "failures": self.failures.get(d, 0),
+                    "newest_sample": self.newest_sample.get(d),
                 }
                 for d in sorted(self.last_run)
             }
+
+
+def newest_sample(frame: Frame) -> datetime | None:
+    """The latest step at which any present signal of the frame has a value."""
+    newest = -1
+    for blocks in frame.data.values():
+        for arr in blocks[0].values():
+            ok = np.flatnonzero(np.isfinite(arr[: frame.n]))
+            if len(ok):
+                newest = max(newest, int(ok[-1]))
+    return frame.when(newest) if newest >= 0 else None
 
 
 @dataclass
@@ -150,6 +170,7 @@ class LiveCycle:
                     log.exception("detector %s failed", rid)
                     self.health.failed(rid, at, f"{type(exc).__name__}: {exc}")
                     continue
+                self.health.data(rid, newest_sample(frame))
                 if frame.failed:
                     self.health.failed(rid, at, "; ".join(sorted(frame.failed.values())))
                 else:

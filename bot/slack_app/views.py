@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -192,7 +192,14 @@ def health_lines(snapshot: Mapping[str, Mapping[str, Any]], now: datetime, tz: t
         failed = f", {failures} failed run{'s' if failures != 1 else ''} so far" if failures else ""
         err = h.get("error")
         state = f":x: failing: {safe(err, 300)}" if err else ":white_check_mark: ok"
-        out.append(f"• `{safe(detector, 60)}` {state}; {run}{failed}")
+        newest = h.get("newest_sample")
+        fresh = ""
+        if isinstance(newest, datetime):
+            stale = ":warning: " if now - newest > timedelta(minutes=5) else ""
+            fresh = f"; {stale}newest data {ago(now - newest)} old"
+        elif "newest_sample" in h and isinstance(last, datetime):
+            fresh = "; :warning: no data"
+        out.append(f"• `{safe(detector, 60)}` {state}; {run}{failed}{fresh}")
     return out
 
 

@@ -52,7 +52,9 @@ def test_the_live_cycle_opens_the_outage_and_a_restart_does_not_open_it_again(
     assert inc.dimensions == {"psp": "stripe"} and inc.runbook == "psp-outage"
     assert inc.evidence["breakdown"]["failures"] > 0
     assert Path(inc.evidence["chart"]["path"]).exists()
-    assert cycle.health.snapshot()["decline_spike"]["error"] is None
+    health = cycle.health.snapshot()["decline_spike"]
+    assert health["error"] is None
+    assert opened_at - health["newest_sample"] <= timedelta(minutes=1)  # fresh data
     store.close()
 
     # A new process while the outage goes on: nothing opened twice; it resolves after.

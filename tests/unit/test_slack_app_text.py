@@ -186,3 +186,27 @@ def test_home_view_shows_incidents_silences_and_health() -> None:
     assert "`opensearch` :x: failing: connection refused &lt;9200&gt;; no good probe yet" in text
     no_health = all_text(home_view([], [], None, NOW, UTC).to_dict())
     assert "Not available in this process" in no_health and "None." in no_health
+
+
+def test_detector_health_says_how_fresh_its_data_is() -> None:
+    from bot.slack_app.views import health_lines
+
+    snap = {
+        "decline_spike": {
+            "last_run": NOW,
+            "error": None,
+            "failures": 0,
+            "newest_sample": NOW - timedelta(minutes=1),
+        },
+        "traffic_drop": {
+            "last_run": NOW,
+            "error": None,
+            "failures": 0,
+            "newest_sample": NOW - timedelta(minutes=20),
+        },
+        "webhook_lag": {"last_run": NOW, "error": None, "failures": 0, "newest_sample": None},
+    }
+    decline, traffic, webhook = health_lines(snap, NOW, UTC)
+    assert "newest data 1 min old" in decline and ":warning:" not in decline
+    assert ":warning: newest data 20 min old" in traffic
+    assert ":warning: no data" in webhook
