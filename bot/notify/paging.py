@@ -113,6 +113,9 @@ class PagerDutySender:
         links = []
         if permalink := slack_permalink(inc):
             links.append({"href": permalink, "text": "Slack thread"})
+        charts = [e for e in self.store.timeline(inc.id) if e.kind == "chart"]
+        if charts and isinstance(charts[-1].data.get("permalink"), str):
+            links.append({"href": charts[-1].data["permalink"], "text": "Chart (Slack)"})
         rb = (inc.evidence or {}).get("runbook") or {}
         link = rb.get("link")
         if isinstance(link, str) and link.startswith(("http://", "https://")):

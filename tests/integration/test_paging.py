@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from slack_sdk import WebClient
 
 from bot.detection import Event
+from bot.evidence.gather import Gathered
 from bot.incidents.lifecycle import Silence
 from bot.notify.pagerduty import PagerDutyEvents
 from bot.notify.paging import PagerDutySender
@@ -43,6 +45,13 @@ def finding(sev: Severity = Severity.critical, at: datetime = T0, **dims: str) -
     )
 
 
+class WithChart:
+    """Evidence with only a chart (the page links it once it is in the Slack thread)."""
+
+    def gather(self, inc: Any, at: datetime, frames: Any = None, active: Any = ()) -> Gathered:
+        return Gathered({"gathered_at": at.isoformat()}, b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = T0
@@ -70,7 +79,8 @@ def parts(
     store = Store.open(f"sqlite:///{tmp_path / 'p.db'}")
     pipeline = IncidentPipeline(
         store=store,
-        gatherer=None,
+        gatherer=WithChart(),
+        chart_dir=tmp_path / "charts",
         runbooks=load_runbooks(ROOT / "runbooks"),
         correlation_window=15 * M,
         reopen_within=120 * M,
@@ -100,6 +110,7 @@ def test_a_critical_incident_pages_once_and_resolves_in_step(
     assert trigger["payload"]["custom_details"]["incident"] == inc_id
     assert trigger["links"][0]["text"] == "Slack thread"
     assert trigger["links"][0]["href"].startswith("https://slack.com/archives/C")
+    assert trigger["links"][1]["text"] == "Chart (Slack)"  # the chart uploaded to the thread
 
     clock.now = T0 + 30 * M
     pipeline.step([Event("cleared", f, T0 + 30 * M)], [], T0 + 30 * M)

@@ -33,7 +33,7 @@ from bot.notify.slack.render import (
     thread_text,
 )
 from bot.redact import redact
-from bot.store import OutboxMessage, Store, StoredIncident
+from bot.store import Entry, OutboxMessage, Store, StoredIncident
 
 log = logging.getLogger(__name__)
 
@@ -186,13 +186,20 @@ class SlackSender:
         path = (inc.evidence.get("chart") or {}).get("path")
         if not path or not Path(path).is_file():
             return
-        self.client.files_upload_v2(
+        resp = self.client.files_upload_v2(
             channel=str(inc.slack_channel),
             thread_ts=str(inc.slack_ts),
             file=str(path),
             filename=f"{inc.id}.png",
             title=f"{inc.id}: signal, expected band and onset",
         )
+        link = (resp.get("file") or {}).get("permalink")
+        if isinstance(link, str) and link.startswith("https://"):
+            with self.store.begin() as tx:  # the page links it (people are logged in to Slack)
+                tx.timeline(
+                    inc.id,
+                    Entry(self.clock(), "chart", "paytriage", "chart posted", {"permalink": link}),
+                )
 
     # -- failures ---------------------------------------------------------------------------
 
