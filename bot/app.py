@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.config import Settings
+from bot.metrics import CONTENT_TYPE, BotMetrics
 from bot.sources import OpenSearchSource, PrometheusSource, SourceError
 
 log = logging.getLogger("paytriage")
@@ -111,7 +112,9 @@ def run_forever(settings: Settings) -> int:
     if settings.sources.opensearch.enabled:
         sources.append(OpenSearchSource(settings.sources.opensearch))
     health = SourceHealth()
-    cycle, store = build(settings)
+    metrics = BotMetrics()
+    metrics.leader.set(1)  # one process runs the schedules (a leader lease comes with replicas)
+    cycle, store = build(settings, metrics=metrics)
     last_cycle: dict[str, Any] = {}
 
     def run_cycle() -> None:
@@ -139,11 +142,21 @@ def run_forever(settings: Settings) -> int:
     )
     sender = slack_sender(settings, store)
     if sender is not None:
-        scheduler.add_job(sender.drain, "interval", seconds=10, id="slack-outbox", max_instances=1)
+
+        def drain_slack() -> None:
+            r = sender.drain()
+            metrics.count_sends("slack", len(r.sent), len(r.retried), len(r.given_up))
+
+        scheduler.add_job(drain_slack, "interval", seconds=10, id="slack-outbox", max_instances=1)
     pager = pagerduty_sender(settings, store)
     if pager is not None:
+
+        def drain_pages() -> None:
+            r = pager.drain()
+            metrics.count_sends("pagerduty", len(r.sent), len(r.retried), len(r.given_up))
+
         scheduler.add_job(
-            pager.drain, "interval", seconds=10, id="pagerduty-outbox", max_instances=1
+            drain_pages, "interval", seconds=10, id="pagerduty-outbox", max_instances=1
         )
     scheduler.start()
 
@@ -164,14 +177,21 @@ def run_forever(settings: Settings) -> int:
         slack_app = create_app(settings, store, health=cycle.health, sources=health)
         interactive = start(slack_app, settings.slack, host=settings.server.host, block=False)
         log.info("slack app started in %s mode", settings.slack.mode.value)
+
+    def exposition() -> tuple[bytes, str]:
+        metrics.outbox_depth.set(store.outbox_depth())
+        return metrics.exposition(), CONTENT_TYPE
+
     server = serve(
         settings.server.host,
         settings.server.port,
         healthy=lambda: (scheduler.running, {}),
         ready=ready,
+        metrics=exposition,
     )
     log.info(
-        "paytriage run: %d detector(s) every minute, store %s, serving /healthz and /readyz "
+        "paytriage run: %d detector(s) every minute, store %s, serving /healthz, /readyz and "
+        "/metrics "
         "on %s:%d",
         len(cycle.runs),
         store.engine.url.render_as_string(hide_password=True),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,10 +27,11 @@ from bot.evidence.gather import EvidenceGatherer
 from bot.evidence.impact import TicketSize
 from bot.incidents.grouping import Incident
 from bot.incidents.lifecycle import matches
+from bot.metrics import BotMetrics, MeteredLogs, MeteredMetrics
 from bot.pipeline import IncidentPipeline, StepReport
 from bot.runbooks import load_runbooks
 from bot.sources import OpenSearchSource, PrometheusSource
-from bot.sources.base import MetricsSource
+from bot.sources.base import LogSource, MetricsSource
 from bot.store import Store
 from detectors.base import Finding
 from detectors.signals import Frame
@@ -137,6 +139,7 @@ class LiveCycle:
     pipeline: IncidentPipeline
     step: timedelta = STEP
     health: DetectorHealth = field(default_factory=DetectorHealth)
+    metrics: BotMetrics | None = None
 
     def __post_init__(self) -> None:
         self._last: dict[str, datetime] = {}
@@ -154,6 +157,7 @@ class LiveCycle:
                 if last is not None and at - last < run.cfg.interval:
                     continue
                 self._last[rid] = at
+                began = time.perf_counter()
                 try:
                     frame = fetch_frame(
                         self.source,
@@ -169,27 +173,46 @@ class LiveCycle:
                 except Exception as exc:  # one detector's failure never stops the others
                     log.exception("detector %s failed", rid)
                     self.health.failed(rid, at, f"{type(exc).__name__}: {exc}")
+                    if self.metrics is not None:
+                        self.metrics.detector_failures.labels(rid).inc()
                     continue
-                self.health.data(rid, newest_sample(frame))
+                newest = newest_sample(frame)
+                self.health.data(rid, newest)
+                if self.metrics is not None:
+                    self.metrics.cycle_seconds.labels(rid).observe(time.perf_counter() - began)
+                    self.metrics.observe_age(rid, newest, at)
+                    if frame.failed:
+                        self.metrics.detector_failures.labels(rid).inc()
                 if frame.failed:
                     self.health.failed(rid, at, "; ".join(sorted(frame.failed.values())))
                 else:
                     self.health.ok(rid, at)
             active: list[Finding] = [f for run in self.runs for f in run.active.values()]
             report = self.pipeline.step(events, active, at, frames)
+            if self.metrics is not None:
+                for changes in report.changes.values():
+                    for change in changes:
+                        if change in ("opened", "reopened", "resolved"):
+                            self.metrics.incidents.labels(change).inc()
             for inc_id, changes in report.changes.items():
                 log.info("incident %s: %s", inc_id, ", ".join(changes))
             return report
 
 
-def build(settings: Settings, *, now: datetime | None = None) -> tuple[LiveCycle, Store]:
-    """The live cycle and its store from the settings; open incidents restored."""
-    prom = PrometheusSource(settings.sources.prometheus)
-    logs = (
+def build(
+    settings: Settings, *, now: datetime | None = None, metrics: BotMetrics | None = None
+) -> tuple[LiveCycle, Store]:
+    """The live cycle and its store from the settings; open incidents restored. With
+    ``metrics``, the sources are metered and the cycle reports to it."""
+    prom: MetricsSource = PrometheusSource(settings.sources.prometheus)
+    logs: LogSource | None = (
         OpenSearchSource(settings.sources.opensearch)
         if settings.sources.opensearch.enabled
         else None
     )
+    if metrics is not None:
+        prom = MeteredMetrics(prom, metrics)
+        logs = MeteredLogs(logs, metrics) if logs is not None else None
     store = Store.open(store_url(settings.store))
     configs = list(settings.detectors.enabled())
     runs, missing = runs_for(configs, STEP)
@@ -226,7 +249,7 @@ def build(settings: Settings, *, now: datetime | None = None) -> tuple[LiveCycle
         page=pages(settings) if settings.pagerduty.enabled else None,
     )
     pipeline.restore(floor_time(now or datetime.now(UTC)))
-    return LiveCycle(prom, runs, pipeline), store
+    return LiveCycle(prom, runs, pipeline, metrics=metrics), store
 
 
 __all__ = ["DetectorHealth", "LiveCycle", "build", "floor_time", "slack_router", "store_url"]

@@ -1,4 +1,5 @@
-"""The bot's own HTTP endpoint: /healthz (alive) and /readyz (able to do its job)."""
+"""The bot's own HTTP endpoint: /healthz (alive), /readyz (able to do its job) and, when
+given, /metrics (Prometheus exposition of the bot's own metrics)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,29 @@ from typing import Any
 Check = Callable[[], tuple[bool, dict[str, Any]]]
 
 
-def serve(host: str, port: int, healthy: Check, ready: Check) -> ThreadingHTTPServer:
-    """Start the server in a daemon thread and return it (``shutdown()`` stops it)."""
+def serve(
+    host: str,
+    port: int,
+    healthy: Check,
+    ready: Check,
+    metrics: Callable[[], tuple[bytes, str]] | None = None,
+) -> ThreadingHTTPServer:
+    """Start the server in a daemon thread and return it (``shutdown()`` stops it).
+    ``metrics`` returns the exposition body and its content type."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics" and metrics is not None:
+                text, content_type = metrics()
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+                return
             routes = {"/healthz": healthy, "/readyz": ready}
-            check = routes.get(self.path.split("?", 1)[0])
+            check = routes.get(path)
             if check is None:
                 self._reply(404, {"error": "not found", "paths": sorted(routes)})
                 return

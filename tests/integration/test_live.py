@@ -11,6 +11,7 @@ import pytest
 
 from bot.config import Settings
 from bot.live import build
+from bot.metrics import BotMetrics
 from tests.conftest import OUTAGE, OUTAGE_START, ROOT, Stack
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,8 @@ def test_the_live_cycle_opens_the_outage_and_a_restart_does_not_open_it_again(
     stack: Stack, tmp_path: Path
 ) -> None:
     cfg = settings(stack, tmp_path)
-    cycle, store = build(cfg, now=OUTAGE_START - 2 * M)
+    metrics = BotMetrics()
+    cycle, store = build(cfg, now=OUTAGE_START - 2 * M, metrics=metrics)
     opened_at = None
     for k in range(-2, 6):
         report = cycle.run_once(OUTAGE_START + k * M + timedelta(seconds=17))
@@ -55,6 +57,11 @@ def test_the_live_cycle_opens_the_outage_and_a_restart_does_not_open_it_again(
     health = cycle.health.snapshot()["decline_spike"]
     assert health["error"] is None
     assert opened_at - health["newest_sample"] <= timedelta(minutes=1)  # fresh data
+    text = metrics.exposition().decode()
+    assert 'paytriage_incidents_total{change="opened"} 1.0' in text
+    assert 'paytriage_detector_cycle_seconds_count{detector="decline_spike"}' in text
+    assert 'paytriage_source_query_seconds_count{op="query_range",source="prometheus"}' in text
+    assert 'paytriage_source_query_seconds_count{op="search",source="opensearch"}' in text
     store.close()
 
     # A new process while the outage goes on: nothing opened twice; it resolves after.

@@ -87,6 +87,11 @@ def test_ready_when_both_sources_answer(tmp_path: Path, stack: Stack) -> None:
         assert isinstance(sources, dict) and set(sources) == {"prometheus", "opensearch"}
         assert get(f"{base}/healthz")[0] == 200
         assert get(f"{base}/nope")[0] == 404
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain")
+            exposition = r.read().decode()
+        assert "paytriage_leader 1.0" in exposition
+        assert "paytriage_outbox_depth 0.0" in exposition
     finally:
         out = stop(proc)
     assert "slack is disabled: incidents are recorded in the store" in out

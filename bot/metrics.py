@@ -1,0 +1,191 @@
+"""The bot's own metrics, served on ``/metrics`` (prometheus_client, its own registry).
+
+Cycle duration per detector, query latency and errors per source, incidents opened and
+resolved, notifications sent / retried / given up per channel, outbox depth, data
+freshness per detector, and whether this process runs the schedules. Sources are metered
+by wrapping them (``MeteredMetrics``, ``MeteredLogs``): the wrapped call is timed and a
+``SourceError`` counted by kind before it propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from bot.sources.base import (
+    Bucket,
+    Filters,
+    LogSource,
+    MetricsSource,
+    SearchResult,
+    Series,
+    SourceError,
+)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class BotMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.cycle_seconds = Histogram(
+            "paytriage_detector_cycle_seconds",
+            "Wall time of one detector's evaluation (fetch and assess).",
+            ["detector"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
+        )
+        self.detector_failures = Counter(
+            "paytriage_detector_failures_total",
+            "Detector evaluations that raised or could not read a signal.",
+            ["detector"],
+            registry=r,
+        )
+        self.query_seconds = Histogram(
+            "paytriage_source_query_seconds",
+            "Latency of queries to a data source.",
+            ["source", "op"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+            registry=r,
+        )
+        self.query_errors = Counter(
+            "paytriage_source_query_errors_total",
+            "Failed queries to a data source, by kind (connection, timeout, http, query...).",
+            ["source", "kind"],
+            registry=r,
+        )
+        self.incidents = Counter(
+            "paytriage_incidents_total",
+            "Incident changes: opened, reopened, resolved.",
+            ["change"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "paytriage_notifications_total",
+            "Notifications by channel and outcome: sent, retried, given_up.",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "paytriage_outbox_depth", "Notifications waiting to be sent.", registry=r
+        )
+        self.data_age = Gauge(
+            "paytriage_data_age_seconds",
+            "Age of the newest sample each detector read (data freshness).",
+            ["detector"],
+            registry=r,
+        )
+        self.leader = Gauge(
+            "paytriage_leader",
+            "1 when this process runs the schedules (a single process always does).",
+            registry=r,
+        )
+
+    @contextmanager
+    def timed_query(self, source: str, op: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        except SourceError as exc:
+            self.query_errors.labels(source, exc.kind.value).inc()
+            raise
+        finally:
+            self.query_seconds.labels(source, op).observe(time.perf_counter() - start)
+
+    def observe_age(self, detector: str, newest: datetime | None, now: datetime) -> None:
+        if newest is not None:
+            self.data_age.labels(detector).set(max(0.0, (now - newest).total_seconds()))
+
+    def count_sends(self, channel: str, sent: int, retried: int, given_up: int) -> None:
+        for outcome, n in (("sent", sent), ("retried", retried), ("given_up", given_up)):
+            if n:
+                self.notifications.labels(channel, outcome).inc(n)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MeteredMetrics:
+    """A MetricsSource whose calls are timed and whose errors are counted."""
+
+    def __init__(self, inner: MetricsSource, metrics: BotMetrics) -> None:
+        self.inner, self.metrics, self.name = inner, metrics, inner.name
+
+    def query(self, promql: str, at: datetime | None = None) -> list[Series]:
+        with self.metrics.timed_query(self.name, "query"):
+            return self.inner.query(promql, at)
+
+    def query_range(
+        self, promql: str, start: datetime, end: datetime, step: timedelta
+    ) -> list[Series]:
+        with self.metrics.timed_query(self.name, "query_range"):
+            return self.inner.query_range(promql, start, end, step)
+
+
+class MeteredLogs:
+    """A LogSource whose calls are timed and whose errors are counted."""
+
+    def __init__(self, inner: LogSource, metrics: BotMetrics) -> None:
+        self.inner, self.metrics, self.name = inner, metrics, inner.name
+
+    def _call(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self.metrics.timed_query(self.name, op):
+            return fn(*args, **kwargs)
+
+    def search(
+        self,
+        index: str,
+        start: datetime,
+        end: datetime,
+        filters: Filters | None = None,
+        size: int = 100,
+        newest_first: bool = True,
+    ) -> SearchResult:
+        result: SearchResult = self._call(
+            "search", self.inner.search, index, start, end, filters, size, newest_first
+        )
+        return result
+
+    def terms(
+        self,
+        index: str,
+        field: str,
+        start: datetime,
+        end: datetime,
+        filters: Filters | None = None,
+        size: int = 10,
+    ) -> list[Bucket]:
+        out: list[Bucket] = self._call(
+            "terms", self.inner.terms, index, field, start, end, filters, size
+        )
+        return out
+
+    def date_histogram(
+        self,
+        index: str,
+        start: datetime,
+        end: datetime,
+        interval: timedelta,
+        filters: Filters | None = None,
+        split_by: str | None = None,
+    ) -> list[Bucket]:
+        out: list[Bucket] = self._call(
+            "date_histogram",
+            self.inner.date_histogram,
+            index,
+            start,
+            end,
+            interval,
+            filters,
+            split_by,
+        )
+        return out
+
+
+__all__ = ["CONTENT_TYPE", "BotMetrics", "MeteredLogs", "MeteredMetrics"]
