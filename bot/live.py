@@ -10,13 +10,14 @@ or that raises is logged and reported in ``health``; the others carry on.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,11 +30,12 @@ from bot.incidents.grouping import Incident
 from bot.incidents.lifecycle import matches
 from bot.metrics import BotMetrics, MeteredLogs, MeteredMetrics
 from bot.pipeline import IncidentPipeline, StepReport
+from bot.redact import redact
 from bot.runbooks import load_runbooks
 from bot.sources import OpenSearchSource, PrometheusSource
-from bot.sources.base import LogSource, MetricsSource
+from bot.sources.base import LogSource, MetricsSource, SourceError
 from bot.store import Store
-from detectors.base import Finding
+from detectors.base import Finding, Severity
 from detectors.signals import Frame
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,52 @@ def newest_sample(frame: Frame) -> datetime | None:
     return frame.when(newest) if newest >= 0 else None
 
 
+class Checkable(Protocol):
+    name: str
+
+    def check(self) -> None: ...
+
+
+SOURCE_DOWN = "source_down"  # the bot's own detector id for a source it cannot read
+
+
+@dataclass
+class SourceWatch:
+    """Raises a "data source down" finding once a source has failed for ``down_after``
+    (detection is blind while it lasts: say so instead of going quiet or paging a traffic
+    drop), and clears it when the source answers again."""
+
+    down_after: timedelta
+    failing_since: dict[str, datetime] = field(default_factory=dict)
+    raised: dict[str, Finding] = field(default_factory=dict)
+
+    def update(self, name: str, error: str | None, at: datetime) -> list[Event]:
+        if error is None:
+            self.failing_since.pop(name, None)
+            gone = self.raised.pop(name, None)
+            return [Event("cleared", gone, at)] if gone is not None else []
+        since = self.failing_since.setdefault(name, at)
+        finding = Finding(
+            detector=SOURCE_DOWN,
+            severity=Severity.error,
+            dimensions={"source": name},
+            title=f"Data source {name} is not answering: detection is blind while it lasts",
+            observed=math.nan,
+            expected=math.nan,
+            band=(math.nan, math.nan),
+            onset=since,
+            at=at,
+            details={"kind": "data_problem", "error": redact(error)[:500], "since": since},
+        )
+        if name in self.raised:
+            self.raised[name] = finding  # the latest error
+            return []
+        if at - since < self.down_after:
+            return []
+        self.raised[name] = finding
+        return [Event("raised", finding, at)]
+
+
 @dataclass
 class LiveCycle:
     source: MetricsSource
@@ -140,6 +188,8 @@ class LiveCycle:
     step: timedelta = STEP
     health: DetectorHealth = field(default_factory=DetectorHealth)
     metrics: BotMetrics | None = None
+    checks: Sequence[Checkable] = ()  # sources probed each cycle (a "source down" incident)
+    watch: SourceWatch = field(default_factory=lambda: SourceWatch(timedelta(minutes=5)))
 
     def __post_init__(self) -> None:
         self._last: dict[str, datetime] = {}
@@ -187,7 +237,15 @@ class LiveCycle:
                     self.health.failed(rid, at, "; ".join(sorted(frame.failed.values())))
                 else:
                     self.health.ok(rid, at)
+            for src in self.checks:
+                try:
+                    src.check()
+                    error = None
+                except SourceError as exc:
+                    error = str(exc)
+                events.extend(self.watch.update(src.name, error, at))
             active: list[Finding] = [f for run in self.runs for f in run.active.values()]
+            active.extend(self.watch.raised.values())
             report = self.pipeline.step(events, active, at, frames)
             if self.metrics is not None:
                 for changes in report.changes.values():
@@ -249,7 +307,18 @@ def build(
         page=pages(settings) if settings.pagerduty.enabled else None,
     )
     pipeline.restore(floor_time(now or datetime.now(UTC)))
-    return LiveCycle(prom, runs, pipeline, metrics=metrics), store
+    checks: list[Checkable] = [PrometheusSource(settings.sources.prometheus)]
+    if settings.sources.opensearch.enabled:
+        checks.append(OpenSearchSource(settings.sources.opensearch))
+    cycle = LiveCycle(
+        prom,
+        runs,
+        pipeline,
+        metrics=metrics,
+        checks=checks,
+        watch=SourceWatch(settings.sources.down_after),
+    )
+    return cycle, store
 
 
 __all__ = ["DetectorHealth", "LiveCycle", "build", "floor_time", "slack_router", "store_url"]

@@ -78,6 +78,10 @@ class OpenSearchConfig(StrictModel):
 class SourcesConfig(StrictModel):
     prometheus: PrometheusConfig = PrometheusConfig()
     opensearch: OpenSearchConfig = OpenSearchConfig()
+    down_after: Duration = Field(
+        default=timedelta(minutes=5),
+        description="a source failing this long opens a 'data source down' incident",
+    )
 
 
 class RouteMatch(StrictModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,45 @@ def test_pages_at_or_above_the_configured_severity_and_never_for_data_problems(
     stale = incident("traffic_drop", Severity.critical)
     stale.data_problem = True
     assert not page(stale)
+
+
+class Down:
+    """A source that fails while ``down`` is set."""
+
+    name = "prometheus"
+
+    def __init__(self) -> None:
+        self.down = True
+
+    def check(self) -> None:
+        from bot.sources.base import ErrorKind, SourceError
+
+        if self.down:
+            raise SourceError(
+                "prometheus", ErrorKind.connection, "vector(1)", "refused token=abc123secret"
+            )
+
+
+def test_a_source_down_for_long_enough_is_an_incident_of_its_own(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from bot.live import LiveCycle, SourceWatch
+    from bot.store import Store
+    from tests.unit.test_pipeline import pipeline
+
+    store = Store.open(f"sqlite:///{tmp_path / 'p.db'}")
+    src = Down()
+    cycle = LiveCycle(
+        src, [], pipeline(store), checks=[src], watch=SourceWatch(timedelta(minutes=5))
+    )  # type: ignore[arg-type]
+    M = timedelta(minutes=1)
+    for k in range(5):
+        assert cycle.run_once(T0 + k * M).changes == {}  # not yet: a blip is not an outage
+    [inc_id] = cycle.run_once(T0 + 5 * M).ids("opened")
+    inc = store.incident(inc_id)
+    assert inc is not None and inc.detector == "source_down" and inc.data_problem
+    assert inc.dimensions == {"source": "prometheus"} and inc.runbook == "data-source-down"
+    assert inc.onset == T0  # since the first failure
+    assert "abc123secret" not in str(inc.members)
+    src.down = False
+    assert cycle.run_once(T0 + 9 * M).ids("resolved") == [inc_id]
