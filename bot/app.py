@@ -105,9 +105,10 @@ def pagerduty_sender(settings: Settings, store: Any) -> Any:
 
 def run_forever(settings: Settings) -> int:
     from bot.live import build
+    from bot.logs import setup_logging
     from bot.server import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     sources: list[Checkable] = [PrometheusSource(settings.sources.prometheus)]
     if settings.sources.opensearch.enabled:
         sources.append(OpenSearchSource(settings.sources.opensearch))

@@ -28,6 +28,7 @@ from bot.evidence.gather import EvidenceGatherer
 from bot.evidence.impact import TicketSize
 from bot.incidents.grouping import Incident
 from bot.incidents.lifecycle import matches
+from bot.logs import log_context
 from bot.metrics import BotMetrics, MeteredLogs, MeteredMetrics
 from bot.pipeline import IncidentPipeline, StepReport
 from bot.redact import redact
@@ -197,8 +198,8 @@ class LiveCycle:
 
     def run_once(self, now: datetime | None = None) -> StepReport:
         """One evaluation at ``now`` (default: the clock), floored to the step."""
-        with self._lock:  # never two cycles at once, whoever calls
-            at = floor_time(now or datetime.now(UTC), self.step)
+        at = floor_time(now or datetime.now(UTC), self.step)
+        with self._lock, log_context(correlation_id=f"cycle-{at:%Y%m%dT%H%M}"):
             events: list[Event] = []
             frames: dict[str, Frame] = {}
             for run in self.runs:
@@ -253,7 +254,8 @@ class LiveCycle:
                         if change in ("opened", "reopened", "resolved"):
                             self.metrics.incidents.labels(change).inc()
             for inc_id, changes in report.changes.items():
-                log.info("incident %s: %s", inc_id, ", ".join(changes))
+                with log_context(incident_id=inc_id):
+                    log.info("incident %s: %s", inc_id, ", ".join(changes))
             return report
 
 

@@ -38,6 +38,7 @@ from bot.incidents.grouping import (
     member_key,
 )
 from bot.incidents.lifecycle import Maintenance, State, suppressed_by
+from bot.logs import log_context
 from bot.runbooks import Runbook, match
 from bot.store import Entry, Outgoing, Store, StoredIncident, Tx
 from bot.store.store import finding_from_dict
@@ -201,7 +202,8 @@ class IncidentPipeline:
                 d.pop(gone.id, None)
         for inc in touched.values():
             try:
-                self._persist(inc, report.changes.get(inc.id, []), at, active, frames, report)
+                with log_context(incident_id=inc.id):
+                    self._persist(inc, report.changes.get(inc.id, []), at, active, frames, report)
             except Exception:
                 # One incident's failure (a store error) must not lose the others' updates;
                 # its state stays in memory and is written on the next step that touches it.

@@ -25,6 +25,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from bot.logs import log_context
 from bot.notify.slack.render import (
     details_text,
     fallback_text,
@@ -89,7 +90,8 @@ class SlackSender:
             if msg.incident_id is not None and msg.incident_id in blocked:
                 continue  # in order per incident: an earlier one failed this round
             try:
-                result = self._send(msg, now)
+                with log_context(incident_id=msg.incident_id, correlation_id=msg.key):
+                    result = self._send(msg, now)
             except (SlackApiError, SlackClientError, OSError) as exc:
                 retry_at, error = self._retry(msg, exc, now)
                 self.store.mark_failed(msg.id, now, error, retry_at)
