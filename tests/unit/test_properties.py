@@ -1,0 +1,116 @@
+"""Property-based tests (hypothesis) over what comes from outside: slash-command text, data
+shown in Slack, text through the redactor, hostile numbers in findings. No crash, clear
+answers, no unescaped mrkdwn, no secret left."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.notify.slack.render import mrkdwn
+from bot.notify.slack.text import cut, safe
+from bot.redact import is_card_number, redact
+from bot.slack_app.commands import Invalid, help_text, parse
+from bot.store.store import dumps, finding_from_dict, finding_to_dict
+from detectors.base import Finding, Severity
+
+DETECTORS = ("decline_spike", "webhook_lag", "refund_sla", "capture_failures", "traffic_drop")
+MENTION = re.compile(r"<[!@#]|<https?:")
+text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=400
+) | st.sampled_from(
+    [
+        'silence decline_spike psp="x" or 1 1h <!channel>',
+        "ack inc-' OR '1'='1",
+        "summary inc-00000000000g",
+        "silence * 1h",
+        "resolve inc-0123456789ab <https://evil.example|click here>",
+        "silence inc-0123456789ab 99999d",
+        "\u202e\u0000 ack",
+    ]
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(text)
+def test_any_command_text_parses_to_a_command_or_a_clear_problem(t: str) -> None:
+    cmd = parse(t, DETECTORS)  # never raises
+    if isinstance(cmd, Invalid):
+        assert cmd.problem.strip()
+        shown = help_text("/triage", cmd.problem, cmd.verb)
+        assert not MENTION.search(shown), shown  # the user's text is escaped in the answer
+
+
+@settings(max_examples=300)
+@given(text)
+def test_data_in_mrkdwn_can_never_mention_or_link(t: str) -> None:
+    for shown in (mrkdwn(t), safe(t), safe(t, 50)):
+        assert "<" not in shown and ">" not in shown
+        assert re.sub(r"&(amp|lt|gt);", "", shown).count("&") == 0
+
+
+@settings(max_examples=200)
+@given(text, st.integers(min_value=8, max_value=200))
+def test_cut_respects_the_limit_and_never_splits_an_entity(t: str, limit: int) -> None:
+    out = cut(safe(t), limit)
+    assert len(out) <= limit
+    assert not re.search(r"&(a|am|amp|l|lt|g|gt)?$", out.removesuffix("… (cut)"))
+
+
+cards = st.sampled_from(
+    [
+        "4111111111111111",
+        "5555555555554444",
+        "378282246310005",
+        "6011111111111117",
+        "4012888888881881",
+    ]
+)
+seps = st.sampled_from(["", " ", "-"])
+
+
+@settings(max_examples=300)
+@given(text, cards, seps, text)
+def test_a_card_number_anywhere_in_text_never_survives_redaction(
+    before: str, card: str, sep: str, after: str
+) -> None:
+    groups = [card[i : i + 4] for i in range(0, len(card), 4)]
+    out = redact(f"{before} {sep.join(groups)} {after}")
+    digits = re.sub(r"\D", "", out)
+    assert card not in digits or card in re.sub(r"\D", "", before + after)
+    assert redact(out) == out  # idempotent
+
+
+@settings(max_examples=200)
+@given(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.dictionaries(st.text(max_size=20), st.text(max_size=50), max_size=4),
+)
+def test_hostile_numbers_and_labels_round_trip_through_the_store_format(
+    observed: float, expected: float, dims: dict[str, str]
+) -> None:
+    f = Finding(
+        "decline_spike",
+        Severity.error,
+        dims,
+        "t",
+        observed,
+        expected,
+        (expected, observed),
+        None,
+        datetime(2026, 11, 16, tzinfo=UTC),
+    )
+    stored = finding_to_dict(f)
+    dumps(stored)  # JSON-safe: NaN and Inf become null
+    back = finding_from_dict(stored)
+    for a, b in ((back.observed, observed), (back.expected, expected)):
+        assert (math.isnan(a) and not math.isfinite(b)) or a == b
+
+
+def test_the_card_check_itself_is_luhn_and_prefix_aware() -> None:
+    assert is_card_number("4111111111111111") and not is_card_number("4111111111111112")
