@@ -2,8 +2,9 @@
 
 Every minute the live cycle (``bot.live``) evaluates the detectors that are due and turns
 what they find into incidents in the store, with evidence, runbook and notifications in the
-outbox; every ten seconds the Slack and PagerDuty senders drain it (``bot.notify``); a
-probe checks the data sources; /healthz and /readyz tell whether it works.
+outbox, and probes the data sources (once more at start, for readiness); every ten seconds
+the Slack and PagerDuty senders drain the outbox (``bot.notify``); /healthz, /readyz and
+/metrics tell whether it works.
 """
 
 from __future__ import annotations
@@ -13,21 +14,16 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.config import Settings
+from bot.live import Checkable
 from bot.metrics import CONTENT_TYPE, BotMetrics
-from bot.sources import OpenSearchSource, PrometheusSource, SourceError
+from bot.sources import SourceError
 
 log = logging.getLogger("paytriage")
-
-
-class Checkable(Protocol):
-    name: str
-
-    def check(self) -> None: ...
 
 
 @dataclass
@@ -43,13 +39,20 @@ class SourceHealth:
             try:
                 src.check()
             except SourceError as exc:
-                with self.lock:
-                    self.last_error[src.name] = str(exc)
-                log.warning("data source %s is failing: %s", src.name, exc)
+                self.record(src.name, str(exc))
             else:
-                with self.lock:
-                    self.last_ok[src.name] = datetime.now(UTC)
-                    self.last_error.pop(src.name, None)
+                self.record(src.name, None)
+
+    def record(self, name: str, error: str | None) -> None:
+        """One probe's outcome (the live cycle probes every minute and reports here)."""
+        with self.lock:
+            if error is None:
+                self.last_ok[name] = datetime.now(UTC)
+                self.last_error.pop(name, None)
+            else:
+                self.last_error[name] = error
+        if error is not None:
+            log.warning("data source %s is failing: %s", name, error)
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -109,9 +112,6 @@ def run_forever(settings: Settings) -> int:
     from bot.server import serve
 
     setup_logging()
-    sources: list[Checkable] = [PrometheusSource(settings.sources.prometheus)]
-    if settings.sources.opensearch.enabled:
-        sources.append(OpenSearchSource(settings.sources.opensearch))
     health = SourceHealth()
     metrics = BotMetrics()
     metrics.leader.set(1)  # one process runs the schedules (a leader lease comes with replicas)
@@ -130,14 +130,9 @@ def run_forever(settings: Settings) -> int:
     scheduler = BackgroundScheduler(
         timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1}
     )
-    scheduler.add_job(
-        health.probe,
-        "interval",
-        args=[sources],
-        minutes=1,
-        id="probe-sources",
-        next_run_time=datetime.now(UTC),
-    )
+    # Probed once now (readiness at start); then by the live cycle every minute.
+    cycle.on_check = health.record
+    scheduler.add_job(health.probe, "date", args=[list(cycle.checks)], id="probe-sources")
     scheduler.add_job(
         run_cycle, "cron", second=5, id="detect", misfire_grace_time=30, max_instances=1
     )

@@ -191,6 +191,7 @@ class LiveCycle:
     metrics: BotMetrics | None = None
     checks: Sequence[Checkable] = ()  # sources probed each cycle (a "source down" incident)
     watch: SourceWatch = field(default_factory=lambda: SourceWatch(timedelta(minutes=5)))
+    on_check: Callable[[str, str | None], None] | None = None  # each probe's outcome
 
     def __post_init__(self) -> None:
         self._last: dict[str, datetime] = {}
@@ -245,6 +246,8 @@ class LiveCycle:
                 except SourceError as exc:
                     error = str(exc)
                 events.extend(self.watch.update(src.name, error, at))
+                if self.on_check is not None:
+                    self.on_check(src.name, error)
             active: list[Finding] = [f for run in self.runs for f in run.active.values()]
             active.extend(self.watch.raised.values())
             report = self.pipeline.step(events, active, at, frames)

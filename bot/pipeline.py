@@ -37,7 +37,7 @@ from bot.incidents.grouping import (
     iso,
     member_key,
 )
-from bot.incidents.lifecycle import Maintenance, State, suppressed_by
+from bot.incidents.lifecycle import Maintenance, Silence, State, suppressed_by
 from bot.logs import log_context
 from bot.runbooks import Runbook, match
 from bot.store import Entry, Outgoing, Store, StoredIncident, Tx
@@ -200,10 +200,12 @@ class IncidentPipeline:
         for gone in self.grouper.prune(at):
             for d in (self._timeline_done, self._refreshed, self._gathers):
                 d.pop(gone.id, None)
+        silences = self.store.silences(at) if touched else []
         for inc in touched.values():
             try:
                 with log_context(incident_id=inc.id):
-                    self._persist(inc, report.changes.get(inc.id, []), at, active, frames, report)
+                    changes = report.changes.get(inc.id, [])
+                    self._persist(inc, changes, at, active, frames, report, silences)
             except Exception:
                 # One incident's failure (a store error) must not lose the others' updates;
                 # its state stays in memory and is written on the next step that touches it.
@@ -220,6 +222,7 @@ class IncidentPipeline:
         active: Sequence[Finding],
         frames: Mapping[str, Frame] | None,
         report: StepReport,
+        silences: Sequence[Silence],
     ) -> None:
         evidence: dict[str, Any] | None = None
         runbook: tuple[str | None, dict[str, Any]] | None = None
@@ -232,7 +235,6 @@ class IncidentPipeline:
                 evidence["runbook"] = runbook[1]
 
         stored_before = self.store.incident(inc.id)
-        silences = self.store.silences(at)
         with self.store.begin() as tx:
             stored = tx.save_incident(inc, at)
             done = self._timeline_done.get(inc.id, 0)
