@@ -5,6 +5,10 @@ what they find into incidents in the store, with evidence, runbook and notificat
 outbox, and probes the data sources (once more at start, for readiness); every ten seconds
 the Slack and PagerDuty senders drain the outbox (``bot.notify``); /healthz, /readyz and
 /metrics tell whether it works.
+
+Several replicas may share one (PostgreSQL) store: every replica serves Slack, only the
+holder of the scheduler lease (``bot.lease``) runs the detectors and drains the outbox. A
+replica that takes the lead rebuilds its cycle from the store, as a restarted process does.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +24,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.config import Settings
+from bot.lease import Lease
 from bot.live import Checkable
 from bot.metrics import CONTENT_TYPE, BotMetrics
 from bot.sources import SourceError
@@ -68,7 +74,7 @@ class SourceHealth:
             return bool(self.last_ok) and not self.last_error
 
 
-def slack_sender(settings: Settings, store: Any) -> Any:
+def slack_sender(settings: Settings, store: Any, holder: str = "paytriage") -> Any:
     """The outbox sender for Slack, or None when Slack is disabled."""
     if not settings.slack.enabled or settings.slack.bot_token is None:
         return None
@@ -87,10 +93,11 @@ def slack_sender(settings: Settings, store: Any) -> Any:
         thread_min_interval=settings.slack.thread_update_min_interval,
         graph_url=settings.sources.prometheus.graph_url,
         dashboards_url=settings.sources.opensearch.dashboards_url,
+        holder=holder,
     )
 
 
-def pagerduty_sender(settings: Settings, store: Any) -> Any:
+def pagerduty_sender(settings: Settings, store: Any, holder: str = "paytriage") -> Any:
     """The outbox sender for PagerDuty, or None when paging is disabled."""
     pd = settings.pagerduty
     if not pd.enabled or pd.routing_key is None:
@@ -103,6 +110,7 @@ def pagerduty_sender(settings: Settings, store: Any) -> Any:
         PagerDutyEvents(pd.events_url),
         pd.routing_key.reveal(),
         source=pd.source,
+        holder=holder,
     )
 
 
@@ -114,11 +122,30 @@ def run_forever(settings: Settings) -> int:
     setup_logging()
     health = SourceHealth()
     metrics = BotMetrics()
-    metrics.leader.set(1)  # one process runs the schedules (a leader lease comes with replicas)
-    cycle, store = build(settings, metrics=metrics)
+    first, store = build(settings, metrics=metrics)
+    first.on_check = health.record
+    current = {"cycle": first}  # replaced by a fresh one each time this replica takes the lead
     last_cycle: dict[str, Any] = {}
+    lock = threading.Lock()
+    starting = [True]
+
+    def leadership(lead: bool) -> None:
+        metrics.leader.set(1 if lead else 0)
+        log.info("replica %s %s", lease.holder, "leads" if lead else "follows")
+        if lead and not starting[0]:  # pick the incidents up from the store, as after a restart
+            with lock:
+                cycle, _ = build(settings, metrics=metrics, store=store, health=first.health)
+                cycle.on_check = health.record
+                current["cycle"] = cycle
+
+    lease = Lease(store.engine, ttl=settings.replicas.lease_ttl, on_change=leadership)
+    metrics.leader.set(0)
 
     def run_cycle() -> None:
+        if not lease.valid():
+            return  # a follower: the leader runs the detectors
+        with lock:
+            cycle = current["cycle"]
         try:
             report = cycle.run_once()
         except Exception as exc:  # logged and shown on /readyz; the next cycle tries again
@@ -127,24 +154,41 @@ def run_forever(settings: Settings) -> int:
         else:
             last_cycle.update(at=datetime.now(UTC), error=None, changes=report.changes)
 
+    def leader_only(job: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            if lease.valid():
+                job()
+
+        return run
+
     scheduler = BackgroundScheduler(
         timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1}
     )
+    if not lease.hold():  # lead at once when nobody else does
+        held = lease.current()
+        log.info("replica %s follows %s", lease.holder, held[0] if held else "nobody yet")
+    starting[0] = False
+    renew = settings.replicas.renew_every.total_seconds()
+    scheduler.add_job(lease.hold, "interval", seconds=renew, id="lease", max_instances=1)
     # Probed once now (readiness at start); then by the live cycle every minute.
-    cycle.on_check = health.record
-    scheduler.add_job(health.probe, "date", args=[list(cycle.checks)], id="probe-sources")
+    scheduler.add_job(health.probe, "date", args=[list(first.checks)], id="probe-sources")
     scheduler.add_job(
         run_cycle, "cron", second=5, id="detect", misfire_grace_time=30, max_instances=1
     )
-    sender = slack_sender(settings, store)
+    sender = slack_sender(settings, store, lease.holder)
+    pager = pagerduty_sender(settings, store, lease.holder)
+    for out in (sender, pager):  # fenced: each message is sent by a replica that leads
+        if out is not None:
+            out.may_send, out.claim_ttl = lease.valid, settings.replicas.lease_ttl
     if sender is not None:
 
         def drain_slack() -> None:
             r = sender.drain()
             metrics.count_sends("slack", len(r.sent), len(r.retried), len(r.given_up))
 
-        scheduler.add_job(drain_slack, "interval", seconds=10, id="slack-outbox", max_instances=1)
-    pager = pagerduty_sender(settings, store)
+        scheduler.add_job(
+            leader_only(drain_slack), "interval", seconds=10, id="slack-outbox", max_instances=1
+        )
     if pager is not None:
 
         def drain_pages() -> None:
@@ -152,14 +196,15 @@ def run_forever(settings: Settings) -> int:
             metrics.count_sends("pagerduty", len(r.sent), len(r.retried), len(r.given_up))
 
         scheduler.add_job(
-            drain_pages, "interval", seconds=10, id="pagerduty-outbox", max_instances=1
+            leader_only(drain_pages), "interval", seconds=10, id="pagerduty-outbox", max_instances=1
         )
     scheduler.start()
 
     def ready() -> tuple[bool, dict[str, Any]]:
         body = {
             **health.snapshot(),
-            "detectors": cycle.health.snapshot(),
+            "replica": {"id": lease.holder, "leader": lease.valid(), "epoch": lease.epoch},
+            "detectors": first.health.snapshot(),
             "last_cycle": {k: v for k, v in last_cycle.items() if k != "changes"},
             "outbox_depth": store.outbox_depth(),
         }
@@ -170,7 +215,7 @@ def run_forever(settings: Settings) -> int:
         from bot.slack_app.app import create_app
         from bot.slack_app.run import start
 
-        slack_app = create_app(settings, store, health=cycle.health, sources=health)
+        slack_app = create_app(settings, store, health=first.health, sources=health)
         interactive = start(slack_app, settings.slack, host=settings.server.host, block=False)
         log.info("slack app started in %s mode", settings.slack.mode.value)
 
@@ -189,7 +234,7 @@ def run_forever(settings: Settings) -> int:
         "paytriage run: %d detector(s) every minute, store %s, serving /healthz, /readyz and "
         "/metrics "
         "on %s:%d",
-        len(cycle.runs),
+        len(first.runs),
         store.engine.url.render_as_string(hide_password=True),
         settings.server.host,
         settings.server.port,
@@ -202,6 +247,7 @@ def run_forever(settings: Settings) -> int:
     stop.wait()
     log.info("shutting down")
     scheduler.shutdown(wait=False)
+    lease.release()  # a follower takes over at once
     if interactive is not None:
         interactive.close()
     server.shutdown()

@@ -263,10 +263,16 @@ class LiveCycle:
 
 
 def build(
-    settings: Settings, *, now: datetime | None = None, metrics: BotMetrics | None = None
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    metrics: BotMetrics | None = None,
+    store: Store | None = None,
+    health: DetectorHealth | None = None,
 ) -> tuple[LiveCycle, Store]:
     """The live cycle and its store from the settings; open incidents restored. With
-    ``metrics``, the sources are metered and the cycle reports to it."""
+    ``metrics``, the sources are metered and the cycle reports to it. A replica that takes
+    the lead builds a fresh cycle on its open store (as after a restart), keeping ``health``."""
     prom: MetricsSource = PrometheusSource(settings.sources.prometheus)
     logs: LogSource | None = (
         OpenSearchSource(settings.sources.opensearch)
@@ -276,7 +282,7 @@ def build(
     if metrics is not None:
         prom = MeteredMetrics(prom, metrics)
         logs = MeteredLogs(logs, metrics) if logs is not None else None
-    store = Store.open(store_url(settings.store))
+    store = store or Store.open(store_url(settings.store))
     configs = list(settings.detectors.enabled())
     runs, missing = runs_for(configs, STEP)
     if missing:
@@ -322,6 +328,7 @@ def build(
         metrics=metrics,
         checks=checks,
         watch=SourceWatch(settings.sources.down_after),
+        health=health or DetectorHealth(),
     )
     return cycle, store
 

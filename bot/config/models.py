@@ -189,6 +189,30 @@ class StoreConfig(StrictModel):
         return v
 
 
+class ReplicasConfig(StrictModel):
+    """Several replicas on one (PostgreSQL) store: all serve Slack, the holder of the
+    scheduler lease runs the detectors and sends the outbox."""
+
+    lease_ttl: Duration = Field(
+        default=timedelta(seconds=30),
+        description="a leader that has not renewed for this long is replaced (take-over time)",
+    )
+    renew_every: Duration = Field(
+        default=timedelta(seconds=10), description="how often the leader renews, followers try"
+    )
+
+    @model_validator(mode="after")
+    def _renew_within_ttl(self) -> ReplicasConfig:
+        if self.lease_ttl <= timedelta(0):
+            raise ValueError("lease_ttl must be positive")
+        if not timedelta(0) < self.renew_every < self.lease_ttl:
+            raise ValueError(
+                f"renew_every ({self.renew_every}) must be positive and below lease_ttl "
+                f"({self.lease_ttl}), or the leader loses its lease between renewals"
+            )
+        return self
+
+
 class MaintenanceConfig(StrictModel):
     """A maintenance window that suppresses notifications (incidents are still recorded):
     once (``start`` and ``end``, ISO 8601) or weekly (``weekday``, ``start_time`` in UTC and
@@ -291,6 +315,7 @@ class Settings(StrictModel):
     runbooks: RunbooksConfig = RunbooksConfig()
     postmortem: PostmortemConfig = PostmortemConfig()
     store: StoreConfig = StoreConfig()
+    replicas: ReplicasConfig = ReplicasConfig()
     server: ServerConfig = ServerConfig()
 
     @field_validator("timezone")

@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.notify.pagerduty import PagerDutyEvents, SendResult, build_event
 from bot.pipeline import PAGERDUTY
-from bot.store import OutboxMessage, Outgoing, Store, StoredIncident
+from bot.store import CLAIM_TTL, OutboxMessage, Outgoing, Store, StoredIncident
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,21 @@ class PagerDutySender:
     base_backoff: timedelta = timedelta(seconds=15)
     max_backoff: timedelta = timedelta(minutes=10)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    holder: str = "paytriage"  # this replica, for outbox claims
+    claim_ttl: timedelta = CLAIM_TTL  # a claim left by a dead sender lapses after this
+    may_send: Callable[[], bool] = field(default=lambda: True)  # still the leader?
 
     def drain(self, limit: int = 50) -> PageReport:
         now = self.clock()
         report = PageReport()
         blocked: set[str] = set()
-        for msg in self.store.due(now, limit=limit, channel=PAGERDUTY):
+        for msg in self.store.due(now, limit=limit, channel=PAGERDUTY, claim_ttl=self.claim_ttl):
             if msg.incident_id is None or msg.incident_id in blocked:
+                continue
+            if not self.may_send():
+                break  # no longer the leader: the new one carries on
+            if not self.store.claim(msg, self.holder, now, self.claim_ttl):
+                blocked.add(msg.incident_id)  # another replica is sending it
                 continue
             inc = self.store.incident(msg.incident_id)
             try:

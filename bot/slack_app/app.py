@@ -433,9 +433,9 @@ class Handlers:
             return inc
         thread = where.thread_ts
         if thread and where.channel:
-            for inc in self.store.incidents(limit=500):
-                if inc.slack_ts == thread and inc.slack_channel in (where.channel, None):
-                    return inc
+            found = self.store.by_thread(thread, where.channel)
+            if found is not None:
+                return found
         open_now = self.store.incidents(open_only=True, limit=500)
         here = [i for i in open_now if where.channel and i.slack_channel == where.channel]
         if len(here) == 1:

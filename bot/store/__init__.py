@@ -1,6 +1,7 @@
 """The durable store (SQLAlchemy 2 + Alembic): see ``bot.store.store``."""
 
 from bot.store.store import (
+    CLAIM_TTL,
     Entry,
     OutboxMessage,
     Outgoing,
@@ -12,6 +13,7 @@ from bot.store.store import (
 )
 
 __all__ = [
+    "CLAIM_TTL",
     "Entry",
     "OutboxMessage",
     "Outgoing",

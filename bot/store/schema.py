@@ -43,6 +43,7 @@ class IncidentRow(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy reads it)
+    __table_args__ = (Index("ix_incidents_slack_thread", "slack_ts", "slack_channel"),)
 
 
 class TimelineRow(Base):
@@ -87,8 +88,22 @@ class OutboxRow(Base):
     failed_at: Mapped[datetime | None]  # gave up
     last_error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any]]
+    started_at: Mapped[datetime | None]  # an attempt is under way (or died: uncertain)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (Index("ix_outbox_due", "sent_at", "failed_at", "next_attempt_at"),)
+
+
+class LeaseRow(Base):
+    """Who runs the schedules: held until ``expires_at`` unless renewed (``bot.lease``)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    epoch: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
 
 
 class AuditRow(Base):

@@ -21,7 +21,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,6 +36,9 @@ from bot.store.schema import (
     TimelineRow,
 )
 from detectors.base import Finding, QueryRef, Severity
+
+CLAIM_TTL = timedelta(minutes=2)
+"""How long a claimed outbox message stays with its sender before another may retry it."""
 
 
 def _clean(value: Any) -> Any:
@@ -212,6 +215,13 @@ class OutboxMessage:
     attempts: int
     created_at: datetime
     next_attempt_at: datetime
+    started_at: datetime | None = None  # an earlier attempt began and recorded no outcome
+
+    @property
+    def uncertain(self) -> bool:
+        """An earlier attempt may have reached the other side: it died mid-way (the process
+        was killed) or failed in a way that does not say whether it arrived (a timeout)."""
+        return self.started_at is not None or self.attempts > 0
 
 
 @dataclass(frozen=True)
@@ -460,6 +470,15 @@ class Store:
                 q = q.where(IncidentRow.state != State.resolved.value)
             return [StoredIncident.of(r) for r in s.scalars(q)]
 
+    def by_thread(self, ts: str, channel: str | None = None) -> StoredIncident | None:
+        """The incident whose Slack message is ``ts`` (in ``channel`` when given)."""
+        with self._sessions() as s:
+            q = select(IncidentRow).where(IncidentRow.slack_ts == ts)
+            if channel is not None:
+                q = q.where(IncidentRow.slack_channel == channel)
+            row = s.scalars(q.limit(1)).first()
+            return None if row is None else StoredIncident.of(row)
+
     def timeline(self, incident_id: str) -> list[Entry]:
         with self._sessions() as s:
             q = (
@@ -540,8 +559,19 @@ class Store:
 
     # -- outbox ---------------------------------------------------------------------------
 
-    def due(self, at: datetime, limit: int = 50, channel: str | None = None) -> list[OutboxMessage]:
-        """Unsent notifications whose time has come, oldest first (per incident in order)."""
+    def due(
+        self,
+        at: datetime,
+        limit: int = 50,
+        channel: str | None = None,
+        claim_ttl: timedelta = CLAIM_TTL,
+    ) -> list[OutboxMessage]:
+        """Unsent notifications whose time has come, oldest first (per incident in order).
+
+        A message claimed by a sender (:meth:`claim`) is not due again until ``claim_ttl``
+        after its claim: the sender that holds it is still working on it, or died.
+        """
+        stale = at - claim_ttl
         with self._sessions() as s:
             q = (
                 select(OutboxRow)
@@ -549,6 +579,7 @@ class Store:
                     OutboxRow.sent_at.is_(None),
                     OutboxRow.failed_at.is_(None),
                     OutboxRow.next_attempt_at <= at,
+                    or_(OutboxRow.started_at.is_(None), OutboxRow.started_at <= stale),
                 )
                 .order_by(OutboxRow.id)
                 .limit(limit)
@@ -566,9 +597,29 @@ class Store:
                     r.attempts,
                     utc(r.created_at),  # type: ignore[arg-type]
                     utc(r.next_attempt_at),  # type: ignore[arg-type]
+                    utc(r.started_at),
                 )
                 for r in s.scalars(q)
             ]
+
+    def claim(
+        self, msg: OutboxMessage, holder: str, at: datetime, claim_ttl: timedelta = CLAIM_TTL
+    ) -> bool:
+        """Take ``msg`` for one attempt, atomically: False when another sender has it (or it
+        was sent meanwhile). The claim is committed before the attempt, so an attempt that
+        dies half-way leaves the message marked uncertain for whoever retries it."""
+        with self.begin() as tx:
+            res = tx.s.execute(
+                update(OutboxRow)
+                .where(
+                    OutboxRow.id == msg.id,
+                    OutboxRow.sent_at.is_(None),
+                    OutboxRow.failed_at.is_(None),
+                    or_(OutboxRow.started_at.is_(None), OutboxRow.started_at <= at - claim_ttl),
+                )
+                .values(started_at=at, claimed_by=holder[:128])
+            )
+            return bool(getattr(res, "rowcount", 0) == 1)
 
     def mark_sent(self, message_id: int, at: datetime, result: Mapping[str, Any]) -> None:
         with self.begin() as tx:
@@ -577,6 +628,7 @@ class Store:
                 raise StoreError(f"no outbox message {message_id}")
             row.sent_at, row.result = at, _clean(result)
             row.attempts += 1
+            row.started_at = row.claimed_by = None
 
     def mark_failed(
         self, message_id: int, at: datetime, error: str, retry_at: datetime | None
@@ -587,6 +639,7 @@ class Store:
             if row is None:
                 raise StoreError(f"no outbox message {message_id}")
             row.attempts += 1
+            row.started_at = row.claimed_by = None
             row.last_error = _text(error)[:2000]
             if retry_at is None:
                 row.failed_at = at

@@ -316,3 +316,82 @@ def test_a_missing_channel_is_given_up_with_its_error(
         assert report.given_up and not report.retried
         clock.now = T0 + 60 * M
         assert sender.drain().sent == [] and store.outbox_depth() == 0
+
+
+def test_a_post_that_timed_out_but_reached_slack_is_not_posted_again(
+    slack: SlackApiServer, setup: tuple[IncidentPipeline, SlackSender, Clock, Store]
+) -> None:
+    pipeline, sender, clock, store = setup
+    sender.client = WebClient(token=slack.token, base_url=slack.base_url, timeout=1)
+    f = finding()
+    pipeline.step([Event("raised", f, T0)], [f], T0)
+    slack.delay("chat.postMessage", 2.5, count=1)  # Slack posts it; we never hear back
+    report = sender.drain()
+    assert report.retried and not report.sent
+    import time
+
+    time.sleep(2)  # the delayed post lands
+    assert len(slack.messages(CHANNEL)) == 1
+    clock.now = T0 + 10 * M  # past the backoff: the retry looks before it posts
+    assert len(sender.drain().sent) == 1
+    [root] = slack.messages(CHANNEL)
+    assert store.incident(f"{root['metadata']['event_payload']['incident_id']}") is not None
+    [inc] = store.incidents()
+    assert inc.slack_ts == root["ts"]
+    details = [m for m in slack.thread(CHANNEL, root["ts"]) if "Next steps" in m.get("text", "")]
+    assert len(details) == 1 and len(slack.files) == 1  # and its details once
+    assert slack.calls_to("conversations.history")  # it did look
+    assert slack.spec_violations == []
+
+
+class Crash(BaseException):
+    """The process dying at that line (nothing after it runs, nothing is recorded)."""
+
+
+def test_a_sender_that_died_between_posting_and_recording_finds_its_message(
+    slack: SlackApiServer, setup: tuple[IncidentPipeline, SlackSender, Clock, Store]
+) -> None:
+    pipeline, sender, clock, store = setup
+    f = finding()
+    pipeline.step([Event("raised", f, T0)], [f], T0)
+    real_begin = store.begin
+    calls = {"n": 0}
+
+    def dying_begin() -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # after the claim, at recording the message's ts
+            raise Crash
+        return real_begin()
+
+    store.begin = dying_begin  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        sender.drain()
+    store.begin = real_begin  # type: ignore[method-assign]
+    assert len(slack.messages(CHANNEL)) == 1 and store.incidents()[0].slack_ts is None
+
+    # A new process (another replica, or this one restarted) once the claim has lapsed.
+    fresh = SlackSender(store, sender.client, clock=clock, holder="replica-b")
+    clock.now = T0 + 3 * M
+    assert fresh.drain().sent == [f"{store.incidents()[0].id}:opened"]
+    [root] = slack.messages(CHANNEL)  # still one message, now known to the store
+    assert store.incidents()[0].slack_ts == root["ts"]
+    thread = slack.thread(CHANNEL, root["ts"])
+    assert sum("Next steps" in m.get("text", "") for m in thread) == 1
+    # A later update edits it: a thread reply that died half-way is not repeated either.
+    clock.now = T0 + 30 * M
+    pipeline.step([Event("cleared", f, clock.now)], [], clock.now)
+    real_send = fresh._reply
+
+    def reply_then_die(inc: Any, text: str, key: str) -> None:
+        real_send(inc, text, key)
+        raise Crash
+
+    fresh._reply = reply_then_die  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        fresh.drain()
+    fresh._reply = real_send  # type: ignore[method-assign]
+    clock.now = T0 + 33 * M
+    assert len(fresh.drain().sent) == 1
+    resolved = [m for m in slack.thread(CHANNEL, root["ts"]) if "Resolved" in m.get("text", "")]
+    assert len(resolved) == 1
+    assert slack.spec_violations == []

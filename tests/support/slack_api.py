@@ -107,6 +107,15 @@ _NEWER_METHODS = {
 }
 # Methods that take the app-level token; every other method takes the bot token.
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+# Arguments newer than the spec, from Slack's current method reference: message metadata,
+# docs.slack.dev/reference/methods/chat.postMessage (`metadata`: JSON object with
+# `event_type` and `event_payload`) and conversations.history / conversations.replies
+# (`include_all_metadata`: boolean; metadata is only returned with it).
+_NEWER_PARAMS = {
+    "chat.postMessage": {"metadata": Param("string")},
+    "conversations.history": {"include_all_metadata": Param("boolean")},
+    "conversations.replies": {"include_all_metadata": Param("boolean")},
+}
 # Arguments the spec leaves optional but Slack's current reference marks required (and Slack
 # rejects calls without them).
 _REQUIRED_NOW = {
@@ -145,6 +154,8 @@ def load_spec(path: Path | None = None) -> dict[str, MethodSpec]:
             }
             methods[route.lstrip("/")] = MethodSpec(params, tuple(op.get("consumes", ())))
     methods.update(_NEWER_METHODS)
+    for method, extra in _NEWER_PARAMS.items():
+        methods[method] = MethodSpec({**methods[method].params, **extra}, methods[method].consumes)
     for method, names in _REQUIRED_NOW.items():
         params = dict(methods[method].params)
         params.update({n: Param(params[n].type, True) for n in names})
@@ -287,6 +298,7 @@ class SlackApiServer:
             "chat.postEphemeral": self._chat_post_ephemeral,
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
+            "conversations.list": self._conversations_list,
             "views.publish": self._views_publish,
             "views.open": self._views_open,
             "users.info": self._users_info,
@@ -584,6 +596,8 @@ class SlackApiServer:
     def _chat_post_message(self, p: dict[str, Any]) -> dict[str, Any]:
         cid = self._resolve(str(p["channel"]), names_ok=True)
         msg = self._new_message(_content(p))
+        if p.get("metadata") is not None:
+            msg["metadata"] = _check_metadata(p["metadata"])
         if p.get("thread_ts"):
             self._add_reply(cid, msg, str(p["thread_ts"]), _flag(p.get("reply_broadcast")))
         self._messages[cid].append(msg)
@@ -612,7 +626,7 @@ class SlackApiServer:
         cid = self._resolve(str(p["channel"]))
         msgs = [m for m in self._messages.get(cid, []) if not _is_reply(m) or _is_broadcast(m)]
         msgs = _between(msgs, p)[::-1]  # newest first
-        return self._page(msgs, p, default_limit=100)
+        return _with_metadata(self._page(msgs, p, default_limit=100), p)
 
     def _conversations_replies(self, p: dict[str, Any]) -> dict[str, Any]:
         cid = self._resolve(str(p["channel"]))
@@ -622,7 +636,17 @@ class SlackApiServer:
         root_ts = msg.get("thread_ts", msg["ts"])
         thread = [m for m in self._messages[cid] if m["ts"] == root_ts]
         thread += [m for m in self._messages[cid] if _is_reply(m) and m["thread_ts"] == root_ts]
-        return self._page(_between(thread, p), p, default_limit=1000)
+        return _with_metadata(self._page(_between(thread, p), p, default_limit=1000), p)
+
+    def _conversations_list(self, p: dict[str, Any]) -> dict[str, Any]:
+        channels = [
+            {"id": cid, "name": name, "is_channel": True, "is_archived": False}
+            for cid, name in sorted(self._channel_names.items())
+            if name not in self._missing
+        ]
+        page = self._page(channels, p, default_limit=100)
+        page["channels"] = page.pop("messages")
+        return page
 
     def _views_publish(self, p: dict[str, Any]) -> dict[str, Any]:
         view = _check_view(p["view"], kinds=("home",))
@@ -880,6 +904,27 @@ def _is_reply(msg: Mapping[str, Any]) -> bool:
 
 def _is_broadcast(msg: Mapping[str, Any]) -> bool:
     return msg.get("subtype") == "thread_broadcast"
+
+
+def _check_metadata(value: Any) -> dict[str, Any]:
+    """Message metadata as Slack takes it: an object with an `event_type` name and an
+    `event_payload` object (docs.slack.dev/messaging/message-metadata)."""
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("event_type"), str)
+        or not re.fullmatch(r"[A-Za-z0-9_]{1,255}", value["event_type"])
+        or not isinstance(value.get("event_payload"), dict)
+    ):
+        raise _Fail("invalid_metadata_format")
+    return copy.deepcopy(value)
+
+
+def _with_metadata(page: dict[str, Any], p: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata comes back only when asked for with include_all_metadata."""
+    if not _flag(p.get("include_all_metadata")):
+        for m in page["messages"]:
+            m.pop("metadata", None)
+    return page
 
 
 def _between(msgs: list[dict[str, Any]], p: Mapping[str, Any]) -> list[dict[str, Any]]:

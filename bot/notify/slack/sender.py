@@ -16,6 +16,7 @@ Evidence refreshes only edit the root message.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ from bot.notify.slack.render import (
     thread_text,
 )
 from bot.redact import redact
-from bot.store import Entry, OutboxMessage, Store, StoredIncident
+from bot.store import CLAIM_TTL, Entry, OutboxMessage, Store, StoredIncident
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +79,27 @@ class SlackSender:
     base_backoff: timedelta = timedelta(seconds=15)
     max_backoff: timedelta = timedelta(minutes=15)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    holder: str = "paytriage"  # this replica, for outbox claims
+    claim_ttl: timedelta = CLAIM_TTL  # a claim left by a dead sender lapses after this
+    may_send: Callable[[], bool] = field(default=lambda: True)  # still the leader?
     _last_news: dict[str, datetime] = field(default_factory=dict, init=False)
+    _channel_ids: dict[str, str] = field(default_factory=dict, init=False)
 
     def drain(self, limit: int = 100) -> DrainReport:
         now = self.clock()
         report = DrainReport()
         blocked: set[str] = set()
-        for msg in self.store.due(now, limit=limit):
+        for msg in self.store.due(now, limit=limit, claim_ttl=self.claim_ttl):
             if not msg.channel.startswith("slack:"):
                 continue
+            if not self.may_send():
+                break  # no longer the leader: the new one carries on
             if msg.incident_id is not None and msg.incident_id in blocked:
                 continue  # in order per incident: an earlier one failed this round
+            if not self.store.claim(msg, self.holder, now, self.claim_ttl):
+                if msg.incident_id is not None:
+                    blocked.add(msg.incident_id)  # another replica is sending it
+                continue
             try:
                 with log_context(incident_id=msg.incident_id, correlation_id=msg.key):
                     result = self._send(msg, now)
@@ -121,8 +132,17 @@ class SlackSender:
         change = str(msg.payload.get("change", ""))
         result: dict[str, Any] = {}
         if inc.slack_ts is None or inc.slack_channel is None:
-            inc = self._post_root(inc, msg.channel.removeprefix("slack:"), now)
-            result["posted"] = inc.slack_ts
+            channel = msg.channel.removeprefix("slack:")
+            found = self._find_root(inc, channel, msg) if msg.uncertain else None
+            if found is not None:  # an earlier attempt posted it and died before saying so
+                with self.store.begin() as tx:
+                    tx.set_message(inc.id, *found)
+                inc = self.store.incident(inc.id) or inc
+                self._post_details(inc, msg.key, reconcile=True)
+                result["recovered"] = inc.slack_ts
+            else:
+                inc = self._post_root(inc, channel, msg.key)
+                result["posted"] = inc.slack_ts
         else:
             self._update_root(inc, now)
             result["updated"] = inc.slack_ts
@@ -136,34 +156,121 @@ class SlackSender:
             else:
                 self._last_news[inc.id] = now
         if text is not None:
-            self._reply(inc, text)
-            result["thread"] = change
+            if msg.uncertain and msg.key in self._thread_keys(inc):
+                result["thread"] = f"{change} (already posted)"
+            else:
+                self._reply(inc, text, msg.key)
+                result["thread"] = change
         return result
 
-    def _post_root(self, inc: StoredIncident, channel: str, now: datetime) -> StoredIncident:
+    def _post_root(self, inc: StoredIncident, channel: str, key: str) -> StoredIncident:
         resp = self.client.chat_postMessage(
             channel=channel,
-            text=fallback_text(inc, now),
+            text=fallback_text(inc, self.clock()),
             blocks=incident_blocks(
-                inc, now, graph_url=self.graph_url, dashboards_url=self.dashboards_url
+                inc, self.clock(), graph_url=self.graph_url, dashboards_url=self.dashboards_url
             ),
             unfurl_links=False,
             unfurl_media=False,
+            metadata=_metadata(inc.id, None),
         )
         channel_id, ts = str(resp["channel"]), str(resp["ts"])
         with self.store.begin() as tx:  # at once: a retry edits this message, never reposts
             tx.set_message(inc.id, channel_id, ts)
         stored = self.store.incident(inc.id)
         assert stored is not None
-        details = details_text(stored)
+        self._post_details(stored, key, reconcile=False)
+        return stored
+
+    def _post_details(self, inc: StoredIncident, key: str, *, reconcile: bool) -> None:
+        """The details reply and the chart under a new root message. When reconciling after
+        a crash, only what the thread does not hold yet."""
+        details = details_text(inc)
         try:
-            if details:
-                self._reply(stored, details)
-            self._upload_chart(stored)
+            posted = self._thread_keys(inc) if reconcile else set()
+            if details and f"{key}:details" not in posted:
+                self._reply(inc, details, f"{key}:details")
+            if CHART_KEY not in posted:
+                self._upload_chart(inc)
         except (SlackApiError, SlackClientError, OSError) as exc:
             # The root is posted; the details come again with the next evidence refresh.
             log.warning("details of %s not posted: %s", inc.id, redact(str(exc)))
-        return stored
+
+    # -- after a crash or a timeout: what did Slack get? ---------------------------------------
+
+    def _find_root(
+        self, inc: StoredIncident, channel: str, msg: OutboxMessage
+    ) -> tuple[str, str] | None:
+        """The root message an earlier attempt may have posted: our message in the channel
+        carrying this incident's metadata, among the channel's latest 1,000 (it was posted
+        moments before the attempt died; Slack's clock, not ours, stamps ``ts``)."""
+        try:
+            cid = self._channel_id(channel)
+            if cid is None:
+                return None
+            cursor: str | None = None
+            for _ in range(5):  # pages of 200, newest first
+                resp = self.client.conversations_history(
+                    channel=cid, limit=200, include_all_metadata=True, cursor=cursor
+                )
+                for m in resp.get("messages") or []:
+                    if _metadata_of(m) == (inc.id, None) and "thread_ts" not in m:
+                        return cid, str(m["ts"])
+                cursor = ((resp.get("response_metadata") or {}).get("next_cursor")) or None
+                if not cursor:
+                    break
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            # Unknown: post (a possible second message beats a lost one) and say so.
+            log.warning("could not check %s for an earlier root of %s: %s", channel, inc.id, exc)
+        return None
+
+    def _thread_keys(self, inc: StoredIncident) -> set[str]:
+        """The outbox keys of the replies we already posted in the incident's thread."""
+        keys: set[str] = set()
+        cursor: str | None = None
+        for _ in range(10):
+            resp = self.client.conversations_replies(
+                channel=str(inc.slack_channel),
+                ts=str(inc.slack_ts),
+                limit=200,
+                include_all_metadata=True,
+                cursor=cursor,
+            )
+            for m in resp.get("messages") or []:
+                meta = _metadata_of(m)
+                if meta is not None and meta[0] == inc.id and meta[1]:
+                    keys.add(meta[1])
+                for f in m.get("files") or []:  # the chart we uploaded: its title names it
+                    if isinstance(f, dict) and str(f.get("title", "")).startswith(f"{inc.id}:"):
+                        keys.add(CHART_KEY)
+            cursor = ((resp.get("response_metadata") or {}).get("next_cursor")) or None
+            if not cursor:
+                break
+        return keys
+
+    def _channel_id(self, channel: str) -> str | None:
+        """A channel's id: conversations.history takes ids only; names are looked up once."""
+        if _CHANNEL_ID.fullmatch(channel):
+            return channel
+        name = channel.lstrip("#")
+        if name in self._channel_ids:
+            return self._channel_ids[name]
+        cursor: str | None = None
+        for _ in range(50):
+            resp = self.client.conversations_list(
+                types="public_channel,private_channel",
+                exclude_archived=True,
+                limit=200,
+                cursor=cursor,
+            )
+            for c in resp.get("channels") or []:
+                self._channel_ids[str(c.get("name"))] = str(c.get("id"))
+            if name in self._channel_ids:
+                return self._channel_ids[name]
+            cursor = ((resp.get("response_metadata") or {}).get("next_cursor")) or None
+            if not cursor:
+                break
+        return None
 
     def _update_root(self, inc: StoredIncident, now: datetime) -> None:
         self.client.chat_update(
@@ -175,13 +282,14 @@ class SlackSender:
             ),
         )
 
-    def _reply(self, inc: StoredIncident, text: str) -> None:
+    def _reply(self, inc: StoredIncident, text: str, key: str) -> None:
         self.client.chat_postMessage(
             channel=str(inc.slack_channel),
             thread_ts=str(inc.slack_ts),
             text=text,
             unfurl_links=False,
             unfurl_media=False,
+            metadata=_metadata(inc.id, key),
         )
 
     def _upload_chart(self, inc: StoredIncident) -> None:
@@ -224,6 +332,29 @@ class SlackSender:
             return None, f"{error} (gave up after {attempts} attempts)"
         delay = min(self.max_backoff, self.base_backoff * (2 ** (attempts - 1)))
         return now + delay, redact(error)[:500]
+
+
+_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{8,}")
+METADATA_EVENT = "paytriage_notification"
+CHART_KEY = "chart"  # in _thread_keys: the incident's chart is in the thread
+
+
+def _metadata(incident_id: str, key: str | None) -> dict[str, Any]:
+    """Message metadata (Slack's ``metadata`` argument) naming the incident and outbox key,
+    so the sender can tell after a crash whether a message reached Slack."""
+    payload: dict[str, Any] = {"incident_id": incident_id}
+    if key is not None:
+        payload["key"] = key
+    return {"event_type": METADATA_EVENT, "event_payload": payload}
+
+
+def _metadata_of(message: dict[str, Any]) -> tuple[str, str | None] | None:
+    meta = message.get("metadata")
+    if not isinstance(meta, dict) or meta.get("event_type") != METADATA_EVENT:
+        return None
+    payload = meta.get("event_payload") or {}
+    key = payload.get("key")
+    return str(payload.get("incident_id")), None if key is None else str(key)
 
 
 def _retry_after(headers: Any) -> float | None:
