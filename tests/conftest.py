@@ -1,4 +1,11 @@
-"""Shared fixtures. Integration tests get the real stack (scripts/stack) loaded with simulator data."""
+"""Shared fixtures. Integration tests get the real stack (scripts/stack) loaded with simulator data.
+
+PAYTRIAGE_PROMQL_BACKEND picks the PromQL API the `stack` fixture hands out as
+``stack.prometheus_url``: ``prometheus`` (the default) or ``victoriametrics`` (Debian's
+single-node VictoriaMetrics, loaded with the same data). A VictoriaMetrics run keeps only the
+tests that use the stack, less those marked ``prometheus_only`` (each with its reason) and
+the modules in NOT_ABOUT_PROMQL.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / "scripts" / "stack"
 STACK_DIR = Path(os.environ.get("PAYTRIAGE_STACK_DIR", ROOT / ".stack"))
+PROMQL_BACKENDS = ("prometheus", "victoriametrics")
+PROMQL_BACKEND = os.environ.get("PAYTRIAGE_PROMQL_BACKEND", "").strip().lower() or "prometheus"
 
 # One fixed, seeded dataset for every integration test: a Monday morning with known incidents
 # (and a scrape gap, which is a data problem, not an incident).
@@ -40,6 +49,49 @@ ISSUER_START = DAY2_START + timedelta(hours=2, minutes=30)  # issuer_decline_spi
 ISSUER = timedelta(minutes=30)
 METHOD_START = DAY2_START + timedelta(hours=3, minutes=40)  # method_failure of apple_pay
 METHOD = timedelta(minutes=30)
+
+
+# Modules that use the stack but whose subject is not the PromQL API: a VictoriaMetrics run
+# leaves them out (tests about Prometheus itself are marked prometheus_only instead).
+NOT_ABOUT_PROMQL = {
+    "test_kill_faults": "crash safety of the store and outbox under kill -9 (two minutes); "
+    "the live loop's queries are test_live's",
+    "test_replicas": "leader election on PostgreSQL, detectors off: PromQL is only probed "
+    "(test_run probes it)",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if PROMQL_BACKEND not in PROMQL_BACKENDS:
+        raise pytest.UsageError(
+            f"PAYTRIAGE_PROMQL_BACKEND={PROMQL_BACKEND!r}: want one of {', '.join(PROMQL_BACKENDS)}"
+        )
+    config.addinivalue_line(
+        "markers",
+        "prometheus_only(reason): about Prometheus itself (promtool, its exact answers); "
+        "not run when PAYTRIAGE_PROMQL_BACKEND=victoriametrics",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"PromQL backend: {PROMQL_BACKEND} (PAYTRIAGE_PROMQL_BACKEND)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On VictoriaMetrics keep the tests that query the stack, less the Prometheus-only ones."""
+    keep, drop = [], []
+    for item in items:
+        mark = item.get_closest_marker("prometheus_only")
+        if mark is not None and not mark.kwargs.get("reason"):
+            raise pytest.UsageError(f"{item.nodeid}: say why it is prometheus_only (reason=...)")
+        if PROMQL_BACKEND == "prometheus":
+            continue
+        uses_stack = "stack" in getattr(item, "fixturenames", ())
+        promql = uses_stack and mark is None and item.path.stem not in NOT_ABOUT_PROMQL
+        (keep if promql else drop).append(item)
+    if PROMQL_BACKEND != "prometheus" and drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @dataclass(frozen=True)
@@ -117,6 +169,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
 
     Starts them with scripts/stack (installing what is missing) and loads the data unless
     the same dataset is loaded already. Fails, never skips, when the stack cannot start.
+    With PAYTRIAGE_PROMQL_BACKEND=victoriametrics, VictoriaMetrics is started and loaded as
+    well, and ``prometheus_url`` is its URL.
     """
     from bot.simulate import simulate
 
@@ -132,8 +186,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
         _run("load", str(data_dir), str(day2_dir))
         marker.write_text(labels_text + day2_text)
     env = _stack_env()
+    promql_url = env["PAYTRIAGE_PROMETHEUS_URL"]
+    if PROMQL_BACKEND == "victoriametrics":
+        _run("up", "victoriametrics")
+        vm_marker = STACK_DIR / "victoriametrics" / "loaded-labels.json"
+        if not vm_marker.exists() or vm_marker.read_text() != labels_text + day2_text:
+            _run("load-vm", str(data_dir), str(day2_dir))
+            vm_marker.write_text(labels_text + day2_text)
+        promql_url = env["PAYTRIAGE_VM_URL"]
     return Stack(
-        prometheus_url=env["PAYTRIAGE_PROMETHEUS_URL"],
+        prometheus_url=promql_url,
         opensearch_url=env["PAYTRIAGE_OPENSEARCH_URL"],
         data_dir=data_dir,
         labels=json.loads(labels_text),
