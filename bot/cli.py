@@ -391,16 +391,34 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Where to write the demo's files.")] = Path(
         "paytriage-demo"
     ),
+    slack_channel: Annotated[
+        str | None,
+        typer.Option(
+            help="Also post the messages to this channel of a real workspace (needs "
+            "$SLACK_BOT_TOKEN; the bot must be in the channel).",
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Do not show each Slack message in the terminal.")
+    ] = False,
 ) -> None:
     """Show paytriage end to end on a simulated payment platform: no servers, no tokens.
 
-    For now the demo generates the simulated platform (a day of metrics, logs and change
-    events with a few incidents) and describes it; detection, incident posts and the
-    postmortem are added to the demo as those features land.
+    A day of simulated payment traffic, then six hours with incidents played minute by
+    minute through the detectors, incident grouping, evidence, runbooks, the Slack messages
+    and PagerDuty pages (shown here, written to --out) and a postmortem draft.
     """
+    import os
+
     from bot.demo import run_demo
 
-    run_demo(out)
+    token = os.environ.get("SLACK_BOT_TOKEN") or None
+    if slack_channel and not token:
+        raise typer.BadParameter(
+            "posting to a real workspace needs SLACK_BOT_TOKEN in the environment",
+            param_hint="--slack-channel",
+        )
+    run_demo(out, slack_token=token, slack_channel=slack_channel, quiet_messages=quiet)
 
 
 @app.command()
