@@ -83,6 +83,19 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """A payload object, or empty when Slack (or anyone) sent something else there."""
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _opt(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 @dataclass(frozen=True)
 class Where:
     """Where a request came from, and so where its answers go."""
@@ -160,38 +173,39 @@ class Handlers:
         self._guarded(where, lambda: self._dispatch(cmd, where))
 
     def on_action(self, body: dict[str, Any]) -> None:
-        actions = body.get("actions") or []
-        if not actions:
-            return
+        actions = body.get("actions")
+        if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
+            return  # not a button press we know
         action = actions[0]
-        container = body.get("container") or {}
+        container = _obj(body.get("container"))
         where = Where(
-            str((body.get("user") or {}).get("id") or ""),
-            (body.get("channel") or {}).get("id") or container.get("channel_id"),
+            _str(_obj(body.get("user")).get("id")),
+            _opt(_obj(body.get("channel")).get("id")) or _opt(container.get("channel_id")),
             "button",
-            thread_ts=container.get("thread_ts"),
-            message_ts=container.get("message_ts") or (body.get("message") or {}).get("ts"),
-            trigger_id=body.get("trigger_id"),
+            thread_ts=_opt(container.get("thread_ts")),
+            message_ts=_opt(container.get("message_ts"))
+            or _opt(_obj(body.get("message")).get("ts")),
+            trigger_id=_opt(body.get("trigger_id")),
         )
         self._guarded(where, lambda: self._button(action, where))
 
     def on_silence_submit(self, body: dict[str, Any]) -> None:
         """The silence modal was submitted: silence with the reason given."""
-        view = body.get("view") or {}
+        view = _obj(body.get("view"))
         try:
-            meta = json.loads(str(view.get("private_metadata") or "{}"))
+            meta = _obj(json.loads(str(view.get("private_metadata") or "{}")))
         except ValueError:
             meta = {}
-        user = str((body.get("user") or {}).get("id") or "")
-        incident_id, option = str(meta.get("incident") or ""), str(meta.get("option") or "")
-        values = (view.get("state") or {}).get("values") or {}
-        reason = str(((values.get("reason") or {}).get("reason") or {}).get("value") or "")
+        user = _str(_obj(body.get("user")).get("id"))
+        incident_id, option = _str(meta.get("incident")), _str(meta.get("option"))
+        values = _obj(_obj(view.get("state")).get("values"))
+        reason = _str(_obj(_obj(values.get("reason")).get("reason")).get("value"))
         where = Where(
             user,
-            meta.get("channel"),
+            _opt(meta.get("channel")),
             "button",
-            thread_ts=meta.get("thread_ts"),
-            message_ts=meta.get("message_ts"),
+            thread_ts=_opt(meta.get("thread_ts")),
+            message_ts=_opt(meta.get("message_ts")),
         )
         if not (INCIDENT_ID.fullmatch(incident_id) and option in SILENCE_DURATIONS):
             self._private(where, "That form does not name an incident I know.")

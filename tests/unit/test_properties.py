@@ -114,3 +114,79 @@ def test_hostile_numbers_and_labels_round_trip_through_the_store_format(
 
 def test_the_card_check_itself_is_luhn_and_prefix_aware() -> None:
     assert is_card_number("4111111111111111") and not is_card_number("4111111111111112")
+
+
+# -- configuration files ----------------------------------------------------------------------
+
+_SECTIONS = {
+    "sources": ["prometheus", "opensearch", "down_after"],
+    "detectors": ["decline_spike", "webhook_lag", "refund_sla", "traffic_drop", "anomaly"],
+    "slack": ["enabled", "mode", "default_channel", "routes", "permissions", "command"],
+    "pagerduty": ["enabled", "routing_key", "min_severity"],
+    "incidents": ["correlation_window", "maintenance", "reopen_within"],
+    "replicas": ["lease_ttl", "renew_every"],
+    "store": ["url", "password"],
+    "server": ["host", "port"],
+}
+_LEAF = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**12), max_value=10**12)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+    | st.sampled_from(["5m", "-1s", "0s", "1e9h", "${UNSET_VAR}", "${HOME:-x}", "abc", "[", "{"])
+)
+_VALUE = st.recursive(
+    _LEAF,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@st.composite
+def _config(draw: st.DrawFn) -> object:
+    doc: dict[str, object] = {}
+    for section in draw(st.lists(st.sampled_from(sorted(_SECTIONS)), max_size=4, unique=True)):
+        keys = draw(st.lists(st.sampled_from(_SECTIONS[section]) | st.text(max_size=8), max_size=3))
+        doc[section] = draw(st.fixed_dictionaries(dict.fromkeys(keys, _VALUE)) | _VALUE)
+    return doc
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_config() | _VALUE)
+def test_any_configuration_loads_or_names_what_is_wrong(doc: object) -> None:
+    import yaml
+
+    from bot.config import ConfigError, Settings
+    from bot.config.loader import parse_settings
+
+    text = yaml.safe_dump(doc, allow_unicode=True)
+    error: ConfigError | None = None
+    try:
+        s = parse_settings(text, "cfg.yaml", env={}, secrets_for=())
+    except ConfigError as exc:  # anything else escapes and fails the test
+        error = exc
+    if error is None:
+        assert isinstance(s, Settings)
+        return
+    assert error.issues, text
+    for issue in error.issues:  # each says where and what, in words
+        assert issue.message.strip(), text
+        assert "Traceback" not in issue.message
+    assert "cfg.yaml" in str(error)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_as_a_config_file_loads_or_says_why(text: str) -> None:
+    from bot.config import ConfigError
+    from bot.config.loader import parse_settings
+
+    error: ConfigError | None = None
+    try:
+        parse_settings(text, "cfg.yaml", env={}, secrets_for=())
+    except ConfigError as exc:  # anything else escapes and fails the test
+        error = exc
+    assert error is None or (error.issues and all(i.message.strip() for i in error.issues))
