@@ -222,10 +222,16 @@ def run(config: ConfigOpt = None) -> None:
     """Run the bot: poll the sources on schedule, detect, open incidents, notify Slack."""
     from bot.app import run_forever
     from bot.config import Settings
+    from bot.runbooks import RunbookError
 
     settings = _load(config)
     assert isinstance(settings, Settings)
-    sys.exit(run_forever(settings))
+    try:
+        code = run_forever(settings)
+    except RunbookError as exc:  # a bad runbook directory or file: say which, no traceback
+        typer.echo(f"paytriage run: {exc}", err=True)
+        raise typer.Exit(2) from None
+    sys.exit(code)
 
 
 @app.command()
