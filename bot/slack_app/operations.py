@@ -8,11 +8,6 @@ asked and, when something changed, a note for the incident's thread saying who d
 An action that does not apply (acknowledging a resolved incident) is answered politely and
 changes nothing.
 
-Silences are the one exception to "one transaction": ``Store.add_silence`` commits the
-silence (and its audit row) itself, so the timeline entry and the message update follow in
-a second transaction (a crash in between leaves the silence in force and the message not
-yet saying so).
-
 Nothing here talks to Slack; the bolt handlers in ``bot.slack_app.app`` deliver outcomes.
 """
 
@@ -304,13 +299,10 @@ class Operations:
             expires_at=expires,
             incident_id=inc.id,
         )
-        try:
-            self.store.add_silence(silence)
-        except IntegrityError:  # the same request twice (a double click)
-            return Outcome(False, f"{iid} is already silenced; nothing changed.", None, inc)
         until = self._until(expires, at)
-        try:
+        try:  # the silence, its audit row, the timeline and the message update: one commit
             with self.store.begin() as tx:
+                tx.add_silence(silence)
                 tx.timeline(
                     inc.id,
                     Entry(
@@ -336,8 +328,8 @@ class Operations:
                         }
                     },
                 )
-        except StaleDataError:  # the silence holds; only the message update is missing
-            log.warning("incident %s changed while its silence was recorded", inc.id)
+        except IntegrityError:  # the same request twice (a double click)
+            return Outcome(False, f"{iid} is already silenced; nothing changed.", None, inc)
         return Outcome(
             True,
             f"You silenced {iid} {until}. It is still recorded; only notifications are held.",

@@ -397,6 +397,29 @@ class Tx:
         )
         return self.s.scalar(q.limit(1)) is not None
 
+    def add_silence(self, silence: Silence) -> None:
+        """A silence and its audit row (IntegrityError at commit for the same id twice)."""
+        self.s.add(
+            SilenceRow(
+                id=silence.id,
+                detector=silence.detector,
+                dimensions=_clean(silence.dimensions),
+                reason=_text(silence.reason),
+                created_by=silence.created_by,
+                created_at=silence.created_at,
+                expires_at=silence.expires_at,
+                incident_id=silence.incident_id,
+            )
+        )
+        self.s.flush()  # a duplicate id fails here, before anything else is added
+        self.audit(
+            silence.created_by,
+            "silence",
+            silence.incident_id,
+            silence.created_at,
+            {"silence": silence.id, "reason": silence.reason, "expires_at": silence.expires_at},
+        )
+
     def audit(
         self,
         actor: str,
@@ -505,25 +528,7 @@ class Store:
 
     def add_silence(self, silence: Silence) -> None:
         with self.begin() as tx:
-            tx.s.add(
-                SilenceRow(
-                    id=silence.id,
-                    detector=silence.detector,
-                    dimensions=_clean(silence.dimensions),
-                    reason=_text(silence.reason),
-                    created_by=silence.created_by,
-                    created_at=silence.created_at,
-                    expires_at=silence.expires_at,
-                    incident_id=silence.incident_id,
-                )
-            )
-            tx.audit(
-                silence.created_by,
-                "silence",
-                silence.incident_id,
-                silence.created_at,
-                {"silence": silence.id, "reason": silence.reason, "expires_at": silence.expires_at},
-            )
+            tx.add_silence(silence)
 
     def end_silence(self, silence_id: str, actor: str, at: datetime) -> None:
         with self.begin() as tx:
