@@ -304,14 +304,11 @@ def run_demo(
 ) -> DemoResult:
     from bot.config import load_settings
     from bot.config.loader import default_config_path
-    from bot.detection import replay_steps, runs_for
-    from bot.evidence.gather import EvidenceGatherer
-    from bot.live import STEP, pages, slack_router
+    from bot.detection import replay_steps
+    from bot.live import pipeline_for
     from bot.notify.paging import PagerDutySender
     from bot.notify.slack.sender import SlackSender
-    from bot.pipeline import IncidentPipeline
     from bot.postmortem import render_postmortem
-    from bot.runbooks import load_runbooks
     from bot.simulate import SCENARIO_KINDS, SimulationSpec, generate
     from bot.sources.memory import from_simulation
     from bot.store import Store
@@ -356,32 +353,13 @@ def run_demo(
     console.print(table)
 
     settings = load_settings(default_config_path(), secrets_for=())
+    runbooks = settings.runbooks.model_copy(update={"dir": str(_resolve(settings.runbooks.dir))})
+    settings = settings.model_copy(update={"runbooks": runbooks})
     db = out / "paytriage-demo.db"
     db.unlink(missing_ok=True)
     store = Store.open(f"sqlite:///{db}")
-    configs = list(settings.detectors.enabled())
-    runs, _ = runs_for(configs, STEP)
-    inc_cfg, ev_cfg = settings.incidents, settings.evidence
-    gatherer = EvidenceGatherer(
-        metrics,
-        logs,
-        ev_cfg,
-        logs_index=settings.sources.opensearch.logs_index,
-        changes_index=settings.sources.opensearch.changes_index,
-        log_fields=settings.sources.opensearch.fields,
-    )
-    pipeline = IncidentPipeline(
-        store=store,
-        gatherer=gatherer,
-        runbooks=load_runbooks(_resolve(settings.runbooks.dir)),
-        correlation_window=inc_cfg.correlation_window,
-        reopen_within=inc_cfg.reopen_within,
-        refresh_every=ev_cfg.refresh_every,
-        chart_dir=out / ".charts",
-        runbook_base_url=settings.runbooks.base_url,
-        pinned_runbooks={c.id: c.runbook for c in configs},
-        channel=slack_router(settings.slack),
-        page=pages(settings),
+    runs, pipeline = pipeline_for(
+        settings, store, metrics, logs, chart_dir=out / ".charts", notify=True
     )
     now = {"t": played_from}
     real = None

@@ -262,6 +262,57 @@ class LiveCycle:
             return report
 
 
+def pipeline_for(
+    settings: Settings,
+    store: Store,
+    prom: MetricsSource,
+    logs: LogSource | None,
+    *,
+    chart_dir: Path | None = None,
+    notify: bool | None = None,
+) -> tuple[list[DetectorRun], IncidentPipeline]:
+    """The enabled detectors and the incident pipeline (evidence from ``prom`` and ``logs``,
+    runbooks, routing, paging) as the settings describe them. ``notify`` routes to Slack and
+    pages whether or not they are enabled (the demo shows what would be sent)."""
+    configs = list(settings.detectors.enabled())
+    runs, missing = runs_for(configs, STEP)
+    if missing:
+        log.warning("detectors configured but not implemented: %s", ", ".join(missing))
+    inc_cfg, ev_cfg = settings.incidents, settings.evidence
+    ticket = (
+        TicketSize(inc_cfg.average_ticket, inc_cfg.currency)
+        if inc_cfg.average_ticket is not None
+        else None
+    )
+    gatherer = EvidenceGatherer(
+        prom,
+        logs,
+        ev_cfg,
+        logs_index=settings.sources.opensearch.logs_index,
+        changes_index=settings.sources.opensearch.changes_index,
+        log_fields=settings.sources.opensearch.fields,
+        ticket=ticket,
+    )
+    slack = settings.slack.enabled if notify is None else notify
+    paging = settings.pagerduty.enabled if notify is None else notify
+    pipeline = IncidentPipeline(
+        store=store,
+        gatherer=gatherer,
+        runbooks=load_runbooks(Path(settings.runbooks.dir)),
+        correlation_window=inc_cfg.correlation_window,
+        reopen_within=inc_cfg.reopen_within,
+        refresh_every=ev_cfg.refresh_every,
+        chart_dir=chart_dir or Path(ev_cfg.chart_dir),
+        runbook_base_url=settings.runbooks.base_url,
+        pinned_runbooks={c.id: c.runbook for c in configs},
+        quiet_after_restart={c.id: c.for_ + c.clear_after for c in configs},
+        maintenance=[m.window() for m in inc_cfg.maintenance],
+        channel=slack_router(settings.slack) if slack else None,
+        page=pages(settings) if paging else None,
+    )
+    return runs, pipeline
+
+
 def build(
     settings: Settings,
     *,
@@ -283,40 +334,7 @@ def build(
         prom = MeteredMetrics(prom, metrics)
         logs = MeteredLogs(logs, metrics) if logs is not None else None
     store = store or Store.open(store_url(settings.store))
-    configs = list(settings.detectors.enabled())
-    runs, missing = runs_for(configs, STEP)
-    if missing:
-        log.warning("detectors configured but not implemented: %s", ", ".join(missing))
-    inc_cfg, ev_cfg = settings.incidents, settings.evidence
-    ticket = (
-        TicketSize(inc_cfg.average_ticket, inc_cfg.currency)
-        if inc_cfg.average_ticket is not None
-        else None
-    )
-    gatherer = EvidenceGatherer(
-        prom,
-        logs,
-        ev_cfg,
-        logs_index=settings.sources.opensearch.logs_index,
-        changes_index=settings.sources.opensearch.changes_index,
-        log_fields=settings.sources.opensearch.fields,
-        ticket=ticket,
-    )
-    pipeline = IncidentPipeline(
-        store=store,
-        gatherer=gatherer,
-        runbooks=load_runbooks(Path(settings.runbooks.dir)),
-        correlation_window=inc_cfg.correlation_window,
-        reopen_within=inc_cfg.reopen_within,
-        refresh_every=ev_cfg.refresh_every,
-        chart_dir=Path(ev_cfg.chart_dir),
-        runbook_base_url=settings.runbooks.base_url,
-        pinned_runbooks={c.id: c.runbook for c in configs},
-        quiet_after_restart={c.id: c.for_ + c.clear_after for c in configs},
-        maintenance=[m.window() for m in inc_cfg.maintenance],
-        channel=slack_router(settings.slack) if settings.slack.enabled else None,
-        page=pages(settings) if settings.pagerduty.enabled else None,
-    )
+    runs, pipeline = pipeline_for(settings, store, prom, logs)
     pipeline.restore(floor_time(now or datetime.now(UTC)))
     checks: list[Checkable] = [PrometheusSource(settings.sources.prometheus)]
     if settings.sources.opensearch.enabled:
@@ -333,4 +351,12 @@ def build(
     return cycle, store
 
 
-__all__ = ["DetectorHealth", "LiveCycle", "build", "floor_time", "slack_router", "store_url"]
+__all__ = [
+    "DetectorHealth",
+    "LiveCycle",
+    "build",
+    "floor_time",
+    "pipeline_for",
+    "slack_router",
+    "store_url",
+]
