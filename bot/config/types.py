@@ -6,6 +6,7 @@ Values are validated with a pydantic *validation context* holding the environmen
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -57,7 +58,7 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"bad duration {value!r}: must not be negative")
-        return timedelta(seconds=value)
+        return _timedelta(value, value)
     if not isinstance(value, str):
         raise ValueError(f"bad duration {value!r}: use a number and a unit, like 30s, 5m, 1h, 2d")
     text = value.strip()
@@ -67,6 +68,17 @@ def parse_duration(value: Any) -> timedelta:
             "like 30s, 5m, 1h30m, 2d"
         )
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    return _timedelta(seconds, value)
+
+
+_MAX_SECONDS = 100 * 365 * 86400  # a century: anything longer is a typo
+
+
+def _timedelta(seconds: float, value: Any) -> timedelta:
+    if not math.isfinite(seconds):
+        raise ValueError(f"bad duration {value!r}: not a finite number")
+    if seconds > _MAX_SECONDS:
+        raise ValueError(f"bad duration {value!r}: longer than 100 years")
     return timedelta(seconds=seconds)
 
 

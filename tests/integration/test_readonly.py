@@ -23,14 +23,18 @@ from tests.conftest import ROOT, Stack
 from tests.integration.test_run import free_port, get
 
 pytestmark = pytest.mark.integration
-DATA = "/mnt"  # inside the namespace
+DATA = "/mnt/data"  # inside the namespace
+CODE = "/mnt/code"  # the checkout, read-only (it may live under /tmp, which gets a tmpfs)
 
 
 def in_readonly_root(data: Path, argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    q = shlex.quote
     script = (
-        f"mount --bind {shlex.quote(str(data))} {DATA} && mount --rbind / / && "
-        "mount -o remount,bind,ro / && mount -t tmpfs tmpfs /tmp && "
-        f"cd {DATA} && exec {' '.join(shlex.quote(a) for a in argv)}"
+        f"mount -t tmpfs tmpfs /mnt && mkdir {DATA} {CODE} && "
+        f"mount --bind {q(str(data))} {DATA} && "
+        f"mount --bind {q(str(ROOT))} {CODE} && mount -o remount,bind,ro {CODE} && "
+        "mount --rbind / / && mount -o remount,bind,ro / && mount -t tmpfs tmpfs /tmp && "
+        f"cd {DATA} && exec {' '.join(q(a) for a in argv)}"
     )
     return subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
@@ -46,28 +50,30 @@ def image_env() -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": CODE,
         "HOME": DATA,
         "MPLCONFIGDIR": "/tmp/matplotlib",
         "PAYTRIAGE_DATA_DIR": DATA,
         "PAYTRIAGE_DB_URL": f"sqlite:///{DATA}/paytriage.db",
-        "PAYTRIAGE_RUNBOOKS_DIR": str(ROOT / "runbooks"),
-        "PAYTRIAGE_TEMPLATES_DIR": str(ROOT / "templates"),
-        "PAYTRIAGE_CONFIG": str(ROOT / "config" / "paytriage.yaml"),
+        "PAYTRIAGE_RUNBOOKS_DIR": f"{CODE}/runbooks",
+        "PAYTRIAGE_TEMPLATES_DIR": f"{CODE}/templates",
+        "PAYTRIAGE_CONFIG": f"{CODE}/config/paytriage.yaml",
     }
 
 
 def test_the_root_filesystem_really_is_read_only_there(tmp_path: Path) -> None:
-    proc = in_readonly_root(tmp_path, ["sh", "-c", f"touch {ROOT}/x; touch {DATA}/y"], {})
+    script = f"touch {CODE}/x; touch /usr/x; touch {DATA}/y; touch /tmp/z"
+    proc = in_readonly_root(tmp_path, ["sh", "-c", script], {})
     out, _ = proc.communicate(timeout=30)
-    assert "Read-only file system" in out and (tmp_path / "y").exists()
-    assert not (ROOT / "x").exists()
+    assert out.count("Read-only file system") == 2, out  # the code and /usr; not data, /tmp
+    assert (tmp_path / "y").exists() and not (ROOT / "x").exists()
 
 
 def test_the_demo_runs_with_only_its_data_volume_writable(tmp_path: Path) -> None:
     proc = in_readonly_root(
         tmp_path,
         [sys.executable, "-m", "bot.cli", "demo", "--quiet", "--out", f"{DATA}/demo"],
-        {**image_env(), "PYTHONPATH": str(ROOT)},
+        image_env(),
     )
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
@@ -93,7 +99,7 @@ def test_run_starts_serves_and_stops_with_only_its_data_volume_writable(
     proc = in_readonly_root(
         tmp_path,
         [sys.executable, "-m", "bot.cli", "run", "--config", f"{DATA}/run.yaml"],
-        {**image_env(), "PYTHONPATH": str(ROOT)},
+        image_env(),
     )
     try:
         deadline = time.monotonic() + 60

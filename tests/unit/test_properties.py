@@ -8,7 +8,7 @@ import math
 import re
 from datetime import UTC, datetime
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot.notify.slack.render import mrkdwn
@@ -156,6 +156,8 @@ def _config(draw: st.DrawFn) -> object:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_config() | _VALUE)
+@example({"replicas": {"lease_ttl": 8.64e13}})  # found by hypothesis: timedelta overflowed
+@example({"sources": {"down_after": float("nan")}, "server": {"port": 10**30}})
 def test_any_configuration_loads_or_names_what_is_wrong(doc: object) -> None:
     import yaml
 
