@@ -127,3 +127,49 @@ def test_a_source_down_for_long_enough_is_an_incident_of_its_own(tmp_path: Path)
     assert "abc123secret" not in str(inc.members)
     src.down = False
     assert cycle.run_once(T0 + 9 * M).ids("resolved") == [inc_id]
+
+
+class Empty:
+    """A PromQL source with no data at all (every query answers nothing)."""
+
+    name = "prometheus"
+
+    def query(self, promql: str, at: object = None) -> list[object]:
+        return []
+
+    def query_range(self, promql: str, start: object, end: object, step: object) -> list[object]:
+        return []
+
+
+def test_a_detector_that_raises_is_isolated_counted_and_reported(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from bot.detection import runs_for
+    from bot.live import STEP, LiveCycle
+    from bot.metrics import BotMetrics
+    from bot.store import Store
+    from detectors import DetectorsConfig
+    from tests.unit.test_pipeline import pipeline
+
+    cfg = DetectorsConfig()
+    runs, _ = runs_for([cfg.decline_spike, cfg.webhook_lag, cfg.traffic_drop], STEP)
+    broken = runs[1]
+
+    def bug(*_: object) -> list[object]:
+        raise ZeroDivisionError("a bug in webhook_lag")
+
+    broken.step = bug  # type: ignore[method-assign]
+    metrics = BotMetrics()
+    store = Store.open(f"sqlite:///{tmp_path / 'p.db'}")
+    cycle = LiveCycle(Empty(), runs, pipeline(store), metrics=metrics)  # type: ignore[arg-type]
+    for k in range(3):
+        cycle.run_once(T0 + k * timedelta(minutes=1))
+    health = cycle.health.snapshot()
+    assert "ZeroDivisionError: a bug in webhook_lag" in health["webhook_lag"]["error"]
+    assert health["webhook_lag"]["failures"] == 3
+    for other in ("decline_spike", "traffic_drop"):  # the others ran every minute
+        assert health[other]["error"] is None and health[other]["last_run"] == T0 + 2 * timedelta(
+            minutes=1
+        )
+    text = metrics.exposition().decode()
+    assert 'paytriage_detector_failures_total{detector="webhook_lag"} 3.0' in text
