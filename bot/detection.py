@@ -55,8 +55,12 @@ def fetch_frame(
     end: datetime,
     step: timedelta,
     history: Collection[str] | None = None,
+    cache: RangeCache | None = None,
 ) -> Frame:
     """Fetch every signal for the present grid and each history offset, once.
+
+    With ``cache`` (the live cycle keeps one per detector) only the minutes the previous
+    call did not read are fetched, plus a few it did (they may still have been filling in).
 
     ``history`` names the signals a detector reads in past weeks/days (default: all); the
     others are fetched for the present only. Requests run a few at a time, in chunks of at
@@ -83,7 +87,10 @@ def fetch_frame(
         name, _, off = job
         shift = timedelta(seconds=off.seconds)
         extra = step * margin if off.seconds else timedelta(0)
-        return range_chunked(source, signals[name], start - shift, end - shift + extra, step)
+        t0, t1 = start - shift, end - shift + extra
+        if cache is not None:
+            return cache.get(source, signals[name], off.seconds, t0, t1, step)
+        return range_chunked(source, signals[name], t0, t1, step)
 
     with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
         futures = [pool.submit(one, job) for job in jobs]
@@ -129,6 +136,94 @@ def range_chunked(
         Series(labels[k], np.asarray(ts, dtype=float), np.asarray(vs, dtype=float))
         for k, (ts, vs) in merged.items()
     ]
+
+
+@dataclass
+class _Cached:
+    t0: datetime
+    t1: datetime
+    step: timedelta
+    labels: dict[LabelKey, dict[str, str]]
+    points: dict[LabelKey, tuple[np.ndarray, np.ndarray]]  # timestamps, values
+
+
+def _arrays(s: Series) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(s.timestamps, float), np.asarray(s.values, float)
+
+
+class RangeCache:
+    """Range query answers kept between live cycles, so each minute fetches only what is new.
+
+    A detector reads hours of history every minute (the present window and the same window
+    days and weeks ago); all but the newest minute it read a minute before. ``get`` answers
+    ``query_range(query, t0, t1, step)`` from what it holds and fetches only from
+    ``refresh`` before the end it held (the newest samples may have been incomplete: a late
+    scrape, a slow rule) to ``t1``; the rest is kept. A request it cannot extend (another
+    step, a range before or far after the held one) is fetched in full. Queries per cycle
+    stay the same; the points and bytes per cycle no longer grow with the lookback.
+    """
+
+    def __init__(self, refresh: timedelta = timedelta(minutes=5)) -> None:
+        self.refresh = refresh
+        self._held: dict[tuple[str, float], _Cached] = {}
+
+    def get(
+        self,
+        source: MetricsSource,
+        query: str,
+        shift: float,
+        t0: datetime,
+        t1: datetime,
+        step: timedelta,
+    ) -> list[Series]:
+        key = (query, shift)
+        held = self._held.get(key)
+        extendable = (
+            held is not None
+            and held.step == step
+            and held.t0 <= t0 <= held.t1
+            and t1 >= held.t1
+            and (t0 - held.t0) % step == timedelta(0)
+        )
+        if not extendable:
+            fresh = range_chunked(source, query, t0, t1, step)
+            self._held[key] = _Cached(
+                t0,
+                t1,
+                step,
+                {label_key(s.labels): dict(s.labels) for s in fresh},
+                {
+                    label_key(s.labels): (
+                        np.asarray(s.timestamps, float),
+                        np.asarray(s.values, float),
+                    )
+                    for s in fresh
+                },
+            )
+            return fresh
+        assert held is not None
+        since = max(t0, held.t1 - self.refresh)
+        since = t0 + ((since - t0) // step) * step  # on the grid
+        fresh = range_chunked(source, query, since, t1, step)
+        lo, cut = t0.timestamp(), since.timestamp()
+        points: dict[LabelKey, tuple[np.ndarray, np.ndarray]] = {}
+        for k, (ts, vs) in held.points.items():  # what it held, before the re-read part
+            keep = (ts >= lo) & (ts < cut)
+            if keep.any():
+                points[k] = (ts[keep], vs[keep])
+        labels = {k: held.labels[k] for k in points}
+        for s in fresh:
+            k = label_key(s.labels)
+            ts, vs = np.asarray(s.timestamps, float), np.asarray(s.values, float)
+            old = points.get(k)
+            points[k] = (
+                (ts, vs)
+                if old is None
+                else (np.concatenate([old[0], ts]), np.concatenate([old[1], vs]))
+            )
+            labels[k] = dict(s.labels)
+        self._held[key] = _Cached(t0, t1, step, labels, points)
+        return [Series(labels[k], ts, vs) for k, (ts, vs) in points.items()]
 
 
 class DetectorRun:

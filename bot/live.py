@@ -23,7 +23,7 @@ import numpy as np
 
 from bot.config import Settings
 from bot.config.models import SlackConfig, StoreConfig
-from bot.detection import DetectorRun, Event, fetch_frame, runs_for
+from bot.detection import DetectorRun, Event, RangeCache, fetch_frame, runs_for
 from bot.evidence.gather import EvidenceGatherer
 from bot.evidence.impact import TicketSize
 from bot.incidents.grouping import Incident
@@ -195,6 +195,7 @@ class LiveCycle:
 
     def __post_init__(self) -> None:
         self._last: dict[str, datetime] = {}
+        self._caches: dict[str, RangeCache] = {}  # per detector: its ranges, minute to minute
         self._lock = threading.Lock()
 
     def run_once(self, now: datetime | None = None) -> StepReport:
@@ -219,6 +220,7 @@ class LiveCycle:
                         at,
                         self.step,
                         run.history(),
+                        cache=self._caches.setdefault(rid, RangeCache()),
                     )
                     events.extend(run.step(frame, frame.n - 1))
                     frames[rid] = frame

@@ -173,3 +173,67 @@ def test_a_detector_that_raises_is_isolated_counted_and_reported(tmp_path: Path)
         )
     text = metrics.exposition().decode()
     assert 'paytriage_detector_failures_total{detector="webhook_lag"} 3.0' in text
+
+
+class Counting:
+    """A PromQL source whose every series is a known function of time; it records the
+    ranges asked for (a test of what the live cycle fetches, minute after minute)."""
+
+    name = "prometheus"
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, float, float]] = []
+        self.late = False  # the newest minute reads low until it "fills in"
+
+    def query(self, promql: str, at: object = None) -> list[object]:
+        return []
+
+    def query_range(
+        self, promql: str, start: datetime, end: datetime, step: object
+    ) -> list[object]:
+        import numpy as np
+
+        from bot.sources.base import Series
+
+        self.asked.append((promql, start.timestamp(), end.timestamp()))
+        ts = np.arange(start.timestamp(), end.timestamp() + 1, 60.0)
+        out = []
+        for psp in ("adyen", "stripe"):
+            vals = (ts / 60.0) % 97 + len(psp)
+            if self.late:
+                vals = vals.copy()
+                vals[-1] = -1.0
+            out.append(Series({"psp": psp}, ts, vals))
+        return out
+
+
+def test_the_range_cache_fetches_only_new_minutes_and_answers_as_a_full_fetch() -> None:
+    from datetime import timedelta
+
+    import numpy as np
+
+    from bot.detection import RangeCache, range_chunked
+
+    src = Counting()
+    cache = RangeCache(refresh=timedelta(minutes=5))
+    step = timedelta(minutes=1)
+    t0, t1 = T0 - timedelta(hours=6), T0
+    for k in range(4):  # four live minutes
+        src.late = True  # the newest minute is read incomplete each time...
+        got = cache.get(src, "q", 0.0, t0 + k * step, t1 + k * step, step)
+        src.late = False
+        full = range_chunked(src, "q", t0 + k * step, t1 + k * step, step)
+        src.asked.pop()
+        by = {s.labels["psp"]: s for s in got}
+        for s in full:
+            mine = by[s.labels["psp"]]
+            assert np.array_equal(mine.timestamps, s.timestamps)
+            # ...and the next minute re-reads it: only the newest point may differ
+            assert np.array_equal(mine.values[:-1], s.values[:-1])
+    first, *later = src.asked
+    assert first[2] - first[1] == 6 * 3600  # the first minute reads the whole range
+    for _, start, end in later:  # later ones only what is new and the 5 minutes before
+        assert end - start == 6 * 60
+    # another range (a restart far later) is read in full again
+    cache.get(src, "q", 0.0, t0 + timedelta(days=1), t1 + timedelta(days=1), step)
+    assert src.asked[-1][2] - src.asked[-1][1] == 6 * 3600
