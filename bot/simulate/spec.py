@@ -63,6 +63,23 @@ _KNOWN: dict[str, CountryProfile] = {
 }
 
 
+# Real ISO 3166 alpha-2 codes, the reference markets first, then the other profiled ones:
+# ``country_codes(n)`` is a platform in ``n`` markets (e.g. a cardinality benchmark).
+_OTHER_MARKETS = (
+    "AR AT BE CH CL CO CZ DK FI GR HK HU ID IE IL KR MY NG NO NZ PE PH PT RO SA TH TR TW UA VN "
+    "ZA AE BG HR LT LV EE SI SK LU EG MA KE PK BD QA KW CR UY EC DO GT PA CY MT IS RS KZ GE"
+)
+MARKETS = (*COUNTRIES, *(c for c in _KNOWN if c not in COUNTRIES), *_OTHER_MARKETS.split())
+
+
+def country_codes(n: int) -> tuple[str, ...]:
+    """The first ``n`` of ``MARKETS``: the reference countries first, so a bigger platform
+    keeps every reference market (and the scenarios written for them)."""
+    if not 1 <= n <= len(MARKETS):
+        raise ValueError(f"countries: between 1 and {len(MARKETS)} markets, not {n}")
+    return MARKETS[:n]
+
+
 def country_profile(code: str) -> CountryProfile:
     """A known market's profile, or a stable made-up one for any other ISO code."""
     if code in _KNOWN:
