@@ -214,7 +214,9 @@ class SlackSender:
                     channel=cid, limit=200, include_all_metadata=True, cursor=cursor
                 )
                 for m in resp.get("messages") or []:
-                    if _metadata_of(m) == (inc.id, None) and "thread_ts" not in m:
+                    # a root: no thread_ts, or its own (once it has replies)
+                    root = m.get("thread_ts") in (None, m.get("ts"))
+                    if root and _metadata_of(m) == (inc.id, None):
                         return cid, str(m["ts"])
                 cursor = ((resp.get("response_metadata") or {}).get("next_cursor")) or None
                 if not cursor:
