@@ -58,6 +58,9 @@ NOT_ABOUT_PROMQL = {
     "the live loop's queries are test_live's",
     "test_replicas": "leader election on PostgreSQL, detectors off: PromQL is only probed "
     "(test_run probes it)",
+    "test_opensearch": "the OpenSearch source only",
+    "test_evidence_logs": "log and change evidence from OpenSearch only",
+    "test_readonly": "the filesystem the bot writes to; test_run covers its start-up queries",
 }
 
 
