@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from rich.console import Console
 
 import bot.simulate as simulate
 from bot.demo import run_demo
-from bot.simulate import luhn_valid
+from tests.support.secrets import card_numbers
 
 CARD = "4111111111111111"
 TOKEN = "sk_live_51HqLyjWDarjtT1zdp7dcYDjH"
@@ -87,8 +86,7 @@ def test_planted_label_values_reach_the_evidence_only_masked(
     assert len(shown) >= 2, shown
     for secret in (CARD, TOKEN, EMAIL, "4111 1111 1111 1111"):
         assert secret not in blob
-    for m in re.finditer(r"(?<![\w.])\d(?:[ -]?\d){12,18}(?!\w)(?!\.\d)", blob):
-        assert not luhn_valid(re.sub(r"\D", "", m.group(0))), m.group(0)
+    assert card_numbers(blob) == []
 
 
 def test_odd_label_values_do_not_break_the_queries(run: tuple[Path, str, list[str]]) -> None:

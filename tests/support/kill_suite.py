@@ -31,8 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bot.simulate import luhn_valid
 from tests.support.pagerduty_api import PagerDutyEventsServer
+from tests.support.secrets import card_numbers
 from tests.support.slack_api import BOT_TOKEN, SlackApiServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,12 +257,9 @@ def judge(reference: Outcome, killed: Outcome, kills: int, runs: int, secrets: l
         if s and s in blob:
             r.leaked_secrets += 1
             r.problems.append(f"leaked: {s[:4]}…")
-    # Any 13-19 digit Luhn-valid number standing alone (not the digits of a Slack permalink
-    # like p1700000000000100, nor a float's fraction).
-    for m in re.finditer(r"(?<![\w.])\d(?:[ -]?\d){12,18}(?!\w)(?!\.\d)", blob):
-        if luhn_valid(re.sub(r"\D", "", m.group(0))):  # any card number, planted or not
-            r.leaked_secrets += 1
-            r.problems.append(f"card number in the output: {m.group(0)[:4]}…")
+    for card in card_numbers(blob):  # any card number, planted or not
+        r.leaked_secrets += 1
+        r.problems.append(f"card number in the output: {card[:4]}…")
     for m in re.finditer(r"(?i)\b(?:cvv2?|cvc2?|csc)\b\W{0,3}(\d{3,4})\b", blob):
         r.leaked_secrets += 1
         r.problems.append(f"CVV in the output: {m.group(0)[:8]}…")

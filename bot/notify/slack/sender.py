@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -208,19 +208,15 @@ class SlackSender:
             cid = self._channel_id(channel)
             if cid is None:
                 return None
-            cursor: str | None = None
-            for _ in range(5):  # pages of 200, newest first
-                resp = self.client.conversations_history(
-                    channel=cid, limit=200, include_all_metadata=True, cursor=cursor
-                )
-                for m in resp.get("messages") or []:
-                    # a root: no thread_ts, or its own (once it has replies)
-                    root = m.get("thread_ts") in (None, m.get("ts"))
-                    if root and _metadata_of(m) == (inc.id, None):
-                        return cid, str(m["ts"])
-                cursor = ((resp.get("response_metadata") or {}).get("next_cursor")) or None
-                if not cursor:
-                    break
+            pages = self._pages(
+                self.client.conversations_history, "messages", 5, channel=cid,
+                include_all_metadata=True,
+            )  # fmt: skip
+            for m in pages:
+                # a root: no thread_ts, or its own (once it has replies)
+                root = m.get("thread_ts") in (None, m.get("ts"))
+                if root and _metadata_of(m) == (inc.id, None):
+                    return cid, str(m["ts"])
         except (SlackApiError, SlackClientError, OSError) as exc:
             # Unknown: post (a possible second message beats a lost one) and say so.
             log.warning("could not check %s for an earlier root of %s: %s", channel, inc.id, exc)
@@ -229,25 +225,17 @@ class SlackSender:
     def _thread_keys(self, inc: StoredIncident) -> set[str]:
         """The outbox keys of the replies we already posted in the incident's thread."""
         keys: set[str] = set()
-        cursor: str | None = None
-        for _ in range(10):
-            resp = self.client.conversations_replies(
-                channel=str(inc.slack_channel),
-                ts=str(inc.slack_ts),
-                limit=200,
-                include_all_metadata=True,
-                cursor=cursor,
-            )
-            for m in resp.get("messages") or []:
-                meta = _metadata_of(m)
-                if meta is not None and meta[0] == inc.id and meta[1]:
-                    keys.add(meta[1])
-                for f in m.get("files") or []:  # the chart we uploaded: its title names it
-                    if isinstance(f, dict) and str(f.get("title", "")).startswith(f"{inc.id}:"):
-                        keys.add(CHART_KEY)
-            cursor = ((resp.get("response_metadata") or {}).get("next_cursor")) or None
-            if not cursor:
-                break
+        pages = self._pages(
+            self.client.conversations_replies, "messages", 10, channel=str(inc.slack_channel),
+            ts=str(inc.slack_ts), include_all_metadata=True,
+        )  # fmt: skip
+        for m in pages:
+            meta = _metadata_of(m)
+            if meta is not None and meta[0] == inc.id and meta[1]:
+                keys.add(meta[1])
+            for f in m.get("files") or []:  # the chart we uploaded: its title names it
+                if isinstance(f, dict) and str(f.get("title", "")).startswith(f"{inc.id}:"):
+                    keys.add(CHART_KEY)
         return keys
 
     def _channel_id(self, channel: str) -> str | None:
@@ -255,24 +243,29 @@ class SlackSender:
         if _CHANNEL_ID.fullmatch(channel):
             return channel
         name = channel.lstrip("#")
-        if name in self._channel_ids:
-            return self._channel_ids[name]
-        cursor: str | None = None
-        for _ in range(50):
-            resp = self.client.conversations_list(
-                types="public_channel,private_channel",
-                exclude_archived=True,
-                limit=200,
-                cursor=cursor,
-            )
-            for c in resp.get("channels") or []:
+        if name not in self._channel_ids:
+            pages = self._pages(
+                self.client.conversations_list, "channels", 50,
+                types="public_channel,private_channel", exclude_archived=True,
+            )  # fmt: skip
+            for c in pages:
                 self._channel_ids[str(c.get("name"))] = str(c.get("id"))
-            if name in self._channel_ids:
-                return self._channel_ids[name]
-            cursor = ((resp.get("response_metadata") or {}).get("next_cursor")) or None
+                if c.get("name") == name:
+                    break
+        return self._channel_ids.get(name)
+
+    @staticmethod
+    def _pages(
+        method: Callable[..., Any], field: str, max_pages: int, **args: Any
+    ) -> Iterator[dict[str, Any]]:
+        """The items of a cursor-paginated Web API method, 200 a page, at most ``max_pages``."""
+        cursor: str | None = None
+        for _ in range(max_pages):
+            resp = method(limit=200, cursor=cursor, **args)
+            yield from resp.get(field) or []
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
-                break
-        return None
+                return
 
     def _update_root(self, inc: StoredIncident, now: datetime) -> None:
         self.client.chat_update(
