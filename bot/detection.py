@@ -12,6 +12,7 @@ import importlib
 import inspect
 import logging
 import math
+import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 # Prometheus refuses more than 11,000 points per series; a day at one-minute steps keeps each
 # request small enough for the source's timeout on wide queries.
 MAX_POINTS_PER_QUERY = 1_440
+# Values per range answer the fetches aim at (series x steps), and the steps of a first
+# request, before the number of series is known.
+POINTS_PER_ANSWER = 60_000
+FIRST_STEPS = 60
 FETCH_WORKERS = 4
 HISTORY_MARGIN = timedelta(minutes=30)
 
@@ -83,91 +88,170 @@ def fetch_frame(
     # day or a week ago looks a little after it too, which is the past, not look-ahead.
     margin = int(HISTORY_MARGIN / step)
 
-    def one(job: tuple[str, int, Offset]) -> list[Series]:
+    def one(job: tuple[str, int, Offset]) -> Grid:
         name, _, off = job
         shift = timedelta(seconds=off.seconds)
         extra = step * margin if off.seconds else timedelta(0)
         t0, t1 = start - shift, end - shift + extra
         if cache is not None:
-            return cache.get(source, signals[name], off.seconds, t0, t1, step)
-        return range_chunked(source, signals[name], t0, t1, step)
+            # A block in the past may be read ahead, up to the present moment (``end``).
+            return cache.grid(source, signals[name], off.seconds, t0, t1, step, until=end)
+        return Grid.place(range_chunked(source, signals[name], t0, t1, step), t0, step, t1)
 
     with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
         futures = [pool.submit(one, job) for job in jobs]
     for (name, k, off), fut in zip(jobs, futures, strict=True):
         try:
-            series = fut.result()
+            grid = fut.result()
         except SourceError as exc:
             if off.seconds == 0:
                 frame.failed[name] = str(exc)
                 log.warning("signal %s could not be read: %s", name, exc)
-            series = []
-        arrays: dict[LabelKey, np.ndarray] = {}
-        base = (start - timedelta(seconds=off.seconds)).timestamp()
-        size = n + (margin if off.seconds else 0)
-        for s in series:
-            arr = np.full(size, np.nan)
-            idx = np.rint((np.asarray(s.timestamps) - base) / step_s).astype(np.int64)
-            ok = (idx >= 0) & (idx < size)
-            arr[idx[ok]] = np.asarray(s.values)[ok]
-            arrays[label_key(s.labels)] = arr
-        frame.put(name, k, arrays)
+            grid = Grid.empty(n + (margin if off.seconds else 0))
+        frame.put(name, k, grid.rows())
     return frame
 
 
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """Series on a time grid: one row per label key, one column per step, NaN where a
+    series has no point. Rows handed out are views; a grid is never written after it is
+    built (the range cache builds a new one each minute)."""
+
+    keys: tuple[LabelKey, ...]
+    values: np.ndarray  # (len(keys), columns)
+
+    @classmethod
+    def empty(cls, columns: int) -> Grid:
+        return cls((), np.empty((0, columns)))
+
+    @classmethod
+    def place(
+        cls,
+        series: Iterable[Series],
+        t0: datetime,
+        step: timedelta,
+        t1: datetime,
+        base: Grid | None = None,
+        base_cols: int = 0,
+    ) -> Grid:
+        """``series`` placed on the grid from t0 to t1; with ``base``, its first
+        ``base_cols`` columns are kept and the series written over the columns after."""
+        step_s = step.total_seconds()
+        columns = round((t1 - t0) / step) + 1
+        index: dict[LabelKey, int] = {} if base is None else {k: r for r, k in enumerate(base.keys)}
+        placed = []
+        for s in series:
+            key = label_key(s.labels)
+            row = index.setdefault(key, len(index))
+            placed.append((row, np.asarray(s.timestamps, float), np.asarray(s.values, float)))
+        values = np.full((len(index), columns), np.nan)
+        if base is not None and base_cols:
+            values[: len(base.keys), :base_cols] = base.values[:, :base_cols]
+        t0_s = t0.timestamp()
+        for row, ts, vs in placed:
+            idx = np.rint((ts - t0_s) / step_s).astype(np.int64)
+            ok = (idx >= 0) & (idx < columns)
+            values[row, idx[ok]] = vs[ok]
+        keys = list(index)
+        alive = np.isfinite(values).any(axis=1)
+        if not alive.all():  # a series with no point left in the range is gone
+            keys = [k for k, a in zip(keys, alive, strict=True) if a]
+            values = values[alive]
+        return cls(tuple(keys), values)
+
+    def rows(self) -> dict[LabelKey, np.ndarray]:
+        return {k: self.values[r] for r, k in enumerate(self.keys)}
+
+    def columns(self, first: int, count: int) -> Grid:
+        """The grid from column ``first``, ``count`` columns (a view), without the series
+        that have no point there."""
+        if first == 0 and count == self.values.shape[1]:
+            return self
+        values = self.values[:, first : first + count]
+        alive = np.isfinite(values).any(axis=1)
+        if alive.all():
+            return Grid(self.keys, values)
+        return Grid(tuple(k for k, a in zip(self.keys, alive, strict=True) if a), values[alive])
+
+
 def range_chunked(
-    source: MetricsSource, query: str, start: datetime, end: datetime, step: timedelta
+    source: MetricsSource,
+    query: str,
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    points: int = POINTS_PER_ANSWER,
 ) -> list[Series]:
-    """``source.query_range`` over any length: split into chunks Prometheus accepts, merged."""
-    chunk = step * (MAX_POINTS_PER_QUERY - 1)
-    merged: dict[LabelKey, tuple[list[float], list[float]]] = {}
-    labels: dict[LabelKey, dict[str, str]] = {}
+    """``source.query_range`` over any length, in requests Prometheus accepts, merged.
+
+    The first request covers ``FIRST_STEPS`` steps; each next one as many as keep an
+    answer near ``points`` values for the number of series the last one had (at most
+    ``MAX_POINTS_PER_QUERY``): an answer of a thousand series by a day of minutes is
+    hundreds of megabytes once parsed, and slow enough to meet the source's timeout."""
+    answers: list[list[Series]] = []
+    steps = FIRST_STEPS
     t = start
     while t <= end:
-        t_end = min(end, t + chunk)
-        for s in source.query_range(query, t, t_end, step):
-            key = label_key(s.labels)
-            labels[key] = dict(s.labels)
-            ts, vs = merged.setdefault(key, ([], []))
-            ts.extend(np.asarray(s.timestamps).tolist())
-            vs.extend(np.asarray(s.values).tolist())
+        t_end = min(end, t + step * (steps - 1))
+        answer = source.query_range(query, t, t_end, step)
+        answers.append(answer)
+        steps = max(FIRST_STEPS, min(MAX_POINTS_PER_QUERY, points // max(1, len(answer))))
         t = t_end + step
+    if len(answers) == 1:  # the live cycle's case: nothing to merge
+        return answers[0]
+    parts: dict[LabelKey, list[Series]] = {}
+    for answer in answers:
+        for s in answer:
+            parts.setdefault(label_key(s.labels), []).append(s)
     return [
-        Series(labels[k], np.asarray(ts, dtype=float), np.asarray(vs, dtype=float))
-        for k, (ts, vs) in merged.items()
+        Series(
+            dict(ss[-1].labels),
+            np.concatenate([np.asarray(x.timestamps, float) for x in ss]),
+            np.concatenate([np.asarray(x.values, float) for x in ss]),
+        )
+        for ss in parts.values()
     ]
 
 
-@dataclass
-class _Cached:
+@dataclass(frozen=True)
+class _Held:
     t0: datetime
     t1: datetime
     step: timedelta
-    labels: dict[LabelKey, dict[str, str]]
-    points: dict[LabelKey, tuple[np.ndarray, np.ndarray]]  # timestamps, values
-
-
-def _arrays(s: Series) -> tuple[np.ndarray, np.ndarray]:
-    return np.asarray(s.timestamps, float), np.asarray(s.values, float)
+    grid: Grid
 
 
 class RangeCache:
     """Range query answers kept between live cycles, so each minute fetches only what is new.
 
     A detector reads hours of history every minute (the present window and the same window
-    days and weeks ago); all but the newest minute it read a minute before. ``get`` answers
-    ``query_range(query, t0, t1, step)`` from what it holds and fetches only from
-    ``refresh`` before the end it held (the newest samples may have been incomplete: a late
-    scrape, a slow rule) to ``t1``; the rest is kept. A request it cannot extend (another
-    step, a range before or far after the held one) is fetched in full. Queries per cycle
-    stay the same; the points and bytes per cycle no longer grow with the lookback.
+    days and weeks ago); all but the newest minute it read a minute before. ``grid`` answers
+    ``query_range(query, t0, t1, step)`` on the grid from t0 to t1 from what it holds:
+
+    - the present (``shift`` 0) is re-read from ``refresh`` before the end it held (the
+      newest samples may have been incomplete: a late scrape, a slow rule) to ``t1``;
+    - a block days or weeks back is complete, so it is never re-read, and it is read
+      ``ahead`` past ``t1`` at once (up to ``until``, the present moment: still the past),
+      so most minutes it needs no query at all. What is returned still ends at ``t1``. The
+      first read of a block reaches a part of ``ahead`` that depends on the query, so the
+      blocks of a detector renew at different minutes, not all in one cycle an hour.
+
+    A request it cannot extend (another step, a range before the held one) is fetched in
+    full. The points and bytes per cycle do not grow with the lookback, and what is kept is
+    one matrix per query, shifted along the grid.
     """
 
-    def __init__(self, refresh: timedelta = timedelta(minutes=5)) -> None:
+    def __init__(
+        self,
+        refresh: timedelta = timedelta(minutes=5),
+        ahead: timedelta = timedelta(hours=1),
+    ) -> None:
         self.refresh = refresh
-        self._held: dict[tuple[str, float], _Cached] = {}
+        self.ahead = ahead
+        self._held: dict[tuple[str, float], _Held] = {}
 
-    def get(
+    def grid(
         self,
         source: MetricsSource,
         query: str,
@@ -175,55 +259,37 @@ class RangeCache:
         t0: datetime,
         t1: datetime,
         step: timedelta,
-    ) -> list[Series]:
+        until: datetime | None = None,
+    ) -> Grid:
         key = (query, shift)
         held = self._held.get(key)
-        extendable = (
-            held is not None
-            and held.step == step
-            and held.t0 <= t0 <= held.t1
-            and t1 >= held.t1
-            and (t0 - held.t0) % step == timedelta(0)
-        )
-        if not extendable:
-            fresh = range_chunked(source, query, t0, t1, step)
-            self._held[key] = _Cached(
-                t0,
-                t1,
-                step,
-                {label_key(s.labels): dict(s.labels) for s in fresh},
-                {
-                    label_key(s.labels): (
-                        np.asarray(s.timestamps, float),
-                        np.asarray(s.values, float),
-                    )
-                    for s in fresh
-                },
-            )
-            return fresh
-        assert held is not None
-        since = max(t0, held.t1 - self.refresh)
-        since = t0 + ((since - t0) // step) * step  # on the grid
-        fresh = range_chunked(source, query, since, t1, step)
-        lo, cut = t0.timestamp(), since.timestamp()
-        points: dict[LabelKey, tuple[np.ndarray, np.ndarray]] = {}
-        for k, (ts, vs) in held.points.items():  # what it held, before the re-read part
-            keep = (ts >= lo) & (ts < cut)
-            if keep.any():
-                points[k] = (ts[keep], vs[keep])
-        labels = {k: held.labels[k] for k in points}
-        for s in fresh:
-            k = label_key(s.labels)
-            ts, vs = np.asarray(s.timestamps, float), np.asarray(s.values, float)
-            old = points.get(k)
-            points[k] = (
-                (ts, vs)
-                if old is None
-                else (np.concatenate([old[0], ts]), np.concatenate([old[1], vs]))
-            )
-            labels[k] = dict(s.labels)
-        self._held[key] = _Cached(t0, t1, step, labels, points)
-        return [Series(labels[k], ts, vs) for k, (ts, vs) in points.items()]
+        if held is not None and (
+            held.step != step
+            or not held.t0 <= t0 <= held.t1
+            or (t0 - held.t0) % step != timedelta(0)
+            or (not shift and t1 < held.t1)
+        ):
+            held = None  # not an extension of what is held: read in full
+        reach = t1
+        if shift and until is not None and until > t1:
+            ahead = self.ahead
+            if held is None:  # the first read of a block: blocks renew at different minutes
+                steps = max(1, self.ahead // step)
+                ahead = step * (1 + zlib.crc32(f"{query}|{shift}".encode()) % steps)
+            reach = t1 + min(ahead, until - t1) // step * step
+        if held is None:
+            answer = range_chunked(source, query, t0, reach, step)
+            held = _Held(t0, reach, step, Grid.place(answer, t0, step, reach))
+        elif not shift or t1 > held.t1:
+            since = held.t1 - self.refresh if not shift else held.t1 + step
+            since = max(t0, since)
+            since = t0 + ((since - t0) // step) * step  # on the grid
+            fresh = range_chunked(source, query, since, reach, step)
+            skip, kept = (t0 - held.t0) // step, (since - t0) // step
+            base = Grid(held.grid.keys, held.grid.values[:, skip : skip + kept])
+            held = _Held(t0, reach, step, Grid.place(fresh, t0, step, reach, base, kept))
+        self._held[key] = held
+        return held.grid.columns((t0 - held.t0) // step, (t1 - t0) // step + 1)
 
 
 class DetectorRun:
@@ -319,7 +385,6 @@ class Replay:
     events: list[Event]
     active: list[Finding]
     failed: dict[str, str]
-    frames: dict[str, Frame]
 
 
 def replay(
@@ -331,30 +396,32 @@ def replay(
 ) -> Replay:
     """Step every detector from ``start`` to ``end`` as the live bot would have, no look-ahead.
 
-    Each detector's signals are fetched once for ``[start - lookback, end]``.
+    Each detector's signals are fetched once for ``[start - lookback, end]``; the next
+    detector's are fetched while one steps through its own, and a frame is let go once
+    stepped (a backtest of days over a wide platform holds one or two frames, not all).
     """
     events: list[Event] = []
     failed: dict[str, str] = {}
-    frames: dict[str, Frame] = {}
 
     def fetch(run: DetectorRun) -> Frame:
         return fetch_frame(
             source, run.signals(), run.offsets(), start - run.lookback(), end, step, run.history()
         )
 
-    # Fetch the next detectors' frames while the current one steps through its own.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pending = [pool.submit(fetch, run) for run in runs]
-        for run, fut in zip(runs, pending, strict=True):
-            frame = fut.result()
-            frames[run.cfg.id] = frame
-            failed.update({f"{run.cfg.id}.{k}": v for k, v in frame.failed.items()})
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(fetch, runs[0]) if runs else None
+        for k, run in enumerate(runs):
+            assert pending is not None
+            frame = pending.result()
+            pending = pool.submit(fetch, runs[k + 1]) if k + 1 < len(runs) else None
+            failed.update({f"{run.cfg.id}.{n}": v for n, v in frame.failed.items()})
             every = max(1, math.ceil(run.cfg.interval / step))
             for i in range(frame.index(start), frame.n, every):
                 events.extend(run.step(frame, i))
+            del frame
     events.sort(key=lambda e: e.at)
     active = [f for run in runs for f in run.active.values()]
-    return Replay(events, active, failed, frames)
+    return Replay(events, active, failed)
 
 
 @dataclass

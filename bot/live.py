@@ -126,9 +126,11 @@ class DetectorHealth:
 
 def newest_sample(frame: Frame) -> datetime | None:
     """The latest step at which any present signal of the frame has a value."""
-    newest = -1
+    newest, last = -1, frame.n - 1
     for blocks in frame.data.values():
         for arr in blocks[0].values():
+            if len(arr) > last and math.isfinite(arr[last]):
+                return frame.when(last)  # nothing is newer than the frame's last step
             ok = np.flatnonzero(np.isfinite(arr[: frame.n]))
             if len(ok):
                 newest = max(newest, int(ok[-1]))

@@ -11,6 +11,7 @@ Fetching is the caller's business (``bot.detection``); everything here is pure.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -260,6 +261,18 @@ class Frame:
         k = max(1, round(span / window))
         return np.array([j for j in range(i, i - k * w, -w) if j >= 0], dtype=np.int64)
 
+    def members(self, signal: str, key: LabelKey) -> dict[LabelKey, np.ndarray]:
+        """The present series of ``signal`` that belong to the slice ``key`` (cached)."""
+        ck = (signal, 0, tuple(f"{d}={v}" for d, v in key), "members")
+        if ck not in self._cache:
+            own = dict(key)
+            self._cache[ck] = {
+                fine: arr
+                for fine, arr in self.present(signal).items()
+                if all(dict(fine).get(d) == v for d, v in own.items())
+            }
+        return self._cache[ck]  # type: ignore[return-value]
+
     def rolled(self, signal: str, offset: int, dims: Sequence[str]) -> dict[LabelKey, np.ndarray]:
         """The signal summed into ``dims`` (cached: a backtest asks at every step)."""
         ck = (signal, offset, tuple(sorted(dims)), "sum")
@@ -341,14 +354,56 @@ def rollup(
     """Sum series into the given dimensions (``[]`` gives the total under key ``()``).
 
     A point is NaN only where every contributing series is NaN (missing data stays missing).
+    Series of one length (a frame's block) are summed as one matrix, group by group.
     """
+    if not series:
+        return {}
+    keys = tuple(series)
+    names, member, order, starts = _grouping(keys, tuple(sorted(dims)))
+    if not names:
+        return {}
+    values = list(series.values())
+    rows = [values[r] for r in order]
+    if len({len(r) for r in rows}) > 1:
+        return _rollup_ragged([names[g] for g in member], rows)
+    matrix = np.stack(rows)
+    finite = np.isfinite(matrix)
+    sums = np.add.reduceat(np.where(finite, matrix, 0.0), starts, axis=0)
+    seen = np.logical_or.reduceat(finite, starts, axis=0)
+    sums[~seen] = np.nan
+    return {name: sums[g] for g, name in enumerate(names)}
+
+
+@functools.lru_cache(maxsize=512)
+def _grouping(
+    keys: tuple[LabelKey, ...], dims: tuple[str, ...]
+) -> tuple[tuple[LabelKey, ...], tuple[int, ...], tuple[int, ...], np.ndarray]:
+    """How the series ``keys`` roll up into ``dims`` (the same keys come back every minute
+    and for every past block): the groups in order of first appearance, each member's group
+    (sorted by group), the members' positions in ``keys`` in that order, and where each
+    group starts among them."""
+    groups: dict[LabelKey, int] = {}
+    pos, gid = [], []
+    for p, key in enumerate(keys):
+        labels = dict(key)
+        if all(d in labels for d in dims):
+            pos.append(p)
+            gid.append(groups.setdefault(tuple((d, labels[d]) for d in dims), len(groups)))
+    if not pos:
+        return (), (), (), np.empty(0, np.int64)
+    g = np.asarray(gid, np.int64)
+    by_group = np.argsort(g, kind="stable")
+    sorted_g = g[by_group]
+    starts = np.flatnonzero(np.r_[True, np.diff(sorted_g) != 0])
+    starts.flags.writeable = False
+    order = tuple(int(pos[i]) for i in by_group)
+    return tuple(groups), tuple(int(x) for x in sorted_g), order, starts
+
+
+def _rollup_ragged(keys: list[LabelKey], rows: list[np.ndarray]) -> dict[LabelKey, np.ndarray]:
     out: dict[LabelKey, np.ndarray] = {}
     seen: dict[LabelKey, np.ndarray] = {}
-    for key, values in series.items():
-        labels = dict(key)
-        if any(d not in labels for d in dims):
-            continue
-        k = tuple((d, labels[d]) for d in sorted(dims))
+    for k, values in zip(keys, rows, strict=True):
         finite = np.isfinite(values)
         if k in out:
             out[k] = out[k] + np.where(finite, values, 0.0)

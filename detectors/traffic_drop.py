@@ -57,7 +57,15 @@ class Queries(StrictModel):
     """``{by}`` is the full grouping (all dimensions): slices are summed in memory."""
 
     attempts: EnvStr = "sum by ({by}) (increase(payment_authorizations_total[{window}]))"
-    last_sample_age: EnvStr = "time() - max by ({by}) (timestamp(payment_authorizations_total))"
+    # How long ago a slice's series last reported: at most ``max_staleness`` (``{staleness}``)
+    # where its data is fresh, above it or no value where it is not. The default says only
+    # whether a sample came in within ``max_staleness`` (0 if one did, no value if none did):
+    # present_over_time costs Prometheus a fifteenth of what timestamp() does over a range
+    # (at 10x the reference cardinality 2 ms a step against 30, which timed the backtest
+    # out). ``time() - max by ({by}) (timestamp(payment_authorizations_total))`` is the age.
+    last_sample_age: EnvStr = (
+        "0 * max by ({by}) (present_over_time(payment_authorizations_total[{staleness}]))"
+    )
 
 
 class Config(DetectorConfig):
@@ -119,7 +127,9 @@ def signals(cfg: Config) -> dict[str, str]:
             by=by, window=format_duration(cfg.short_window)
         ),
         "attempts_minute": last_minute(cfg.queries.attempts, cfg.short_window, by=by),
-        "age": cfg.queries.last_sample_age.format(by=by),
+        "age": cfg.queries.last_sample_age.format(
+            by=by, staleness=format_duration(cfg.max_staleness)
+        ),
     }
 
 
@@ -139,16 +149,11 @@ def lookback(cfg: Config) -> timedelta:
 def _staleness(frame: Frame, cfg: Config, key: LabelKey, i: int, back: int = 0) -> str:
     """ "none", "partial" or "all": are the fine series of this slice missing or too old at
     index i, or (``"recent"``) at any of the ``back`` indices before it?"""
-    own = dict(key)
     limit = cfg.max_staleness.total_seconds()
-    ages = frame.present("age")
     attempts = frame.present("attempts")
     stale = fresh = 0
     was_stale = False
-    for fine, arr in ages.items():
-        labels = dict(fine)
-        if any(labels.get(d) != v for d, v in own.items()):
-            continue
+    for fine, arr in frame.members("age", key).items():
         seen = attempts.get(fine, arr)
         was_there = bool(np.isfinite(seen[max(0, i - 30) : i]).any())
         v = arr[i] if i < len(arr) else math.nan
@@ -362,12 +367,8 @@ def _complete(frame: Frame, key: LabelKey, i: int, back: int) -> bool:
     """Did every series of the slice that reported in the half hour before report in each
     of the last ``back`` minutes? A scrape gap shows in the counts minutes before it is old
     enough to count as stale, and a slice summed without one of its parts is not a drop."""
-    own = dict(key)
     lo = max(0, i - back)
-    for fine, arr in frame.present("attempts_minute").items():
-        labels = dict(fine)
-        if any(labels.get(d) != v for d, v in own.items()):
-            continue
+    for arr in frame.members("attempts_minute", key).values():
         if np.isfinite(arr[max(0, lo - 30) : lo]).any() and not np.isfinite(arr[lo : i + 1]).all():
             return False
     return True

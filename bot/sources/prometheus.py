@@ -204,7 +204,21 @@ def _parse_result(result: Any, promql: str) -> list[Series]:
             pts = [item["value"]]
         else:
             pts = []
-        ts = np.array([float(p[0]) for p in pts], dtype=float)
-        vals = np.array([_value(p[1]) for p in pts], dtype=float)
-        out.append(Series(labels, ts, vals))
+        out.append(Series(labels, *_points(pts)))
     return out
+
+
+def _points(pts: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``[[ts, "value"], ...]`` as two float arrays, parsed by numpy in one call (a wide
+    answer holds tens of thousands of pairs); pair by pair when numpy refuses it."""
+    try:
+        arr = np.asarray(pts, dtype=float)
+        if arr.ndim == 2 and arr.shape[1] == 2:
+            return arr[:, 0].copy(), arr[:, 1].copy()
+        if arr.size == 0:
+            return np.empty(0), np.empty(0)
+    except (TypeError, ValueError):
+        pass
+    ts = np.array([float(p[0]) for p in pts], dtype=float)
+    vals = np.array([_value(p[1]) for p in pts], dtype=float)
+    return ts, vals

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -183,7 +184,7 @@ class Counting:
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, float, float]] = []
-        self.late = False  # the newest minute reads low until it "fills in"
+        self.late_at: float | None = None  # this minute reads low until it "fills in"
 
     def query(self, promql: str, at: object = None) -> list[object]:
         return []
@@ -200,9 +201,8 @@ class Counting:
         out = []
         for psp in ("adyen", "stripe"):
             vals = (ts / 60.0) % 97 + len(psp)
-            if self.late:
-                vals = vals.copy()
-                vals[-1] = -1.0
+            if self.late_at is not None:
+                vals[ts == self.late_at] = -1.0
             out.append(Series({"psp": psp}, ts, vals))
         return out
 
@@ -212,28 +212,84 @@ def test_the_range_cache_fetches_only_new_minutes_and_answers_as_a_full_fetch() 
 
     import numpy as np
 
-    from bot.detection import RangeCache, range_chunked
+    from bot.detection import Grid, RangeCache, range_chunked
 
     src = Counting()
     cache = RangeCache(refresh=timedelta(minutes=5))
     step = timedelta(minutes=1)
     t0, t1 = T0 - timedelta(hours=6), T0
+    held = []
     for k in range(4):  # four live minutes
-        src.late = True  # the newest minute is read incomplete each time...
-        got = cache.get(src, "q", 0.0, t0 + k * step, t1 + k * step, step)
-        src.late = False
-        full = range_chunked(src, "q", t0 + k * step, t1 + k * step, step)
-        src.asked.pop()
-        by = {s.labels["psp"]: s for s in got}
-        for s in full:
-            mine = by[s.labels["psp"]]
-            assert np.array_equal(mine.timestamps, s.timestamps)
-            # ...and the next minute re-reads it: only the newest point may differ
-            assert np.array_equal(mine.values[:-1], s.values[:-1])
-    first, *later = src.asked
-    assert first[2] - first[1] == 6 * 3600  # the first minute reads the whole range
+        src.late_at = (t1 + k * step).timestamp()  # the newest minute is read incomplete...
+        got = cache.grid(src, "q", 0.0, t0 + k * step, t1 + k * step, step)
+        held.append(got)
+        src.late_at = None
+        mine = len(src.asked)
+        full = Grid.place(
+            range_chunked(src, "q", t0 + k * step, t1 + k * step, step),
+            t0 + k * step,
+            step,
+            t1 + k * step,
+        )
+        del src.asked[mine:]
+        assert got.keys == full.keys == ((("psp", "adyen"),), (("psp", "stripe"),))
+        assert got.values.shape == full.values.shape == (2, 361)
+        # ...and the next minute re-reads it: only the newest point may differ
+        assert np.array_equal(got.values[:, :-1], full.values[:, :-1])
+        assert (got.values[:, -1] == -1.0).all()
+    for earlier in held:  # grids handed out (rows a frame holds) are never written over
+        assert (earlier.values[:, -1] == -1.0).all()
+    first, rest, *later = src.asked
+    # the first minute reads the whole range: a first request, then the rest at once
+    assert (first[1], rest[2]) == ((t0).timestamp(), t1.timestamp()) and rest[1] == first[2] + 60
     for _, start, end in later:  # later ones only what is new and the 5 minutes before
         assert end - start == 6 * 60
     # another range (a restart far later) is read in full again
-    cache.get(src, "q", 0.0, t0 + timedelta(days=1), t1 + timedelta(days=1), step)
-    assert src.asked[-1][2] - src.asked[-1][1] == 6 * 3600
+    mine = len(src.asked)
+    cache.grid(src, "q", 0.0, t0 + timedelta(days=1), t1 + timedelta(days=1), step)
+    assert src.asked[-1][2] - src.asked[mine][1] == 6 * 3600
+
+
+def test_the_range_cache_reads_a_past_block_ahead_once_and_never_again() -> None:
+    from datetime import timedelta
+
+    import numpy as np
+
+    from bot.detection import Grid, RangeCache, range_chunked
+
+    src = Counting()
+    cache = RangeCache(ahead=timedelta(minutes=30))
+    step, day = timedelta(minutes=1), timedelta(days=1)
+    margin = timedelta(minutes=30)  # a past block reaches a little after "the same time"
+    n_first = 0  # requests of the first minute
+    for k in range(45):  # 45 live minutes, each asking for the same block a day earlier
+        now = T0 + k * step
+        t0, t1 = now - timedelta(hours=3) - day, now - day + margin
+        got = cache.grid(src, "q", day.total_seconds(), t0, t1, step, until=now)
+        mine = len(src.asked)
+        full = Grid.place(range_chunked(src, "q", t0, t1, step), t0, step, t1)
+        del src.asked[mine:]
+        n_first = n_first or len(src.asked)
+        assert got.keys == full.keys
+        assert np.array_equal(got.values, full.values)  # ends at t1: no more than asked
+        assert all(end <= now.timestamp() for _, _, end in src.asked)  # nothing from the future
+    first_t0 = T0 - timedelta(hours=3) - day
+    t1_first = T0 - day + margin
+    first, later = src.asked[:n_first], src.asked[n_first:]
+    assert first[0][2] - first[0][1] == 59 * 60  # 60 points first: the number of series...
+    assert len(first) == 2  # ...is known then, and two series fit in one more request
+    assert all(b[1] - a[2] == 60 for a, b in pairwise(first))  # no gap
+    reach = datetime.fromtimestamp(first[-1][2], UTC)
+    assert first[0][1] == first_t0.timestamp()
+    # it reaches a query-dependent part of ``ahead`` past what was asked...
+    assert t1_first < reach <= t1_first + timedelta(minutes=30)
+    # ...and a block in the past is complete: nothing more is read until a minute needs the
+    # minute after ``reach``, and then 30 minutes at once
+    renewed = reach + step - t1_first  # the live minute that first needs more
+    assert renewed < 45 * step
+    want = [(reach + step, reach + 31 * step)]
+    if renewed + 31 * step < 45 * step:
+        want.append((reach + 32 * step, reach + 62 * step))
+    assert [(start, end) for _, start, end in later] == [
+        (a.timestamp(), b.timestamp()) for a, b in want
+    ]
