@@ -158,6 +158,7 @@ class Grid:
         if not alive.all():  # a series with no point left in the range is gone
             keys = [k for k, a in zip(keys, alive, strict=True) if a]
             values = values[alive]
+        values.flags.writeable = False  # frames share its rows: a write would be a bug
         return cls(tuple(keys), values)
 
     def rows(self) -> dict[LabelKey, np.ndarray]:
