@@ -153,13 +153,7 @@ class Grid:
             idx = np.rint((ts - t0_s) / step_s).astype(np.int64)
             ok = (idx >= 0) & (idx < columns)
             values[row, idx[ok]] = vs[ok]
-        keys = list(index)
-        alive = np.isfinite(values).any(axis=1)
-        if not alive.all():  # a series with no point left in the range is gone
-            keys = [k for k, a in zip(keys, alive, strict=True) if a]
-            values = values[alive]
-        values.flags.writeable = False  # frames share its rows: a write would be a bug
-        return cls(tuple(keys), values)
+        return cls._present(tuple(index), values)
 
     def rows(self) -> dict[LabelKey, np.ndarray]:
         return {k: self.values[r] for r, k in enumerate(self.keys)}
@@ -169,11 +163,18 @@ class Grid:
         that have no point there."""
         if first == 0 and count == self.values.shape[1]:
             return self
-        values = self.values[:, first : first + count]
+        return self._present(self.keys, self.values[:, first : first + count])
+
+    @classmethod
+    def _present(cls, keys: tuple[LabelKey, ...], values: np.ndarray) -> Grid:
+        """The rows with at least one point (a series with none in the range is gone), made
+        read-only: frames share its rows, so a write would be a bug."""
         alive = np.isfinite(values).any(axis=1)
-        if alive.all():
-            return Grid(self.keys, values)
-        return Grid(tuple(k for k, a in zip(self.keys, alive, strict=True) if a), values[alive])
+        if not alive.all():
+            keys = tuple(k for k, a in zip(keys, alive, strict=True) if a)
+            values = values[alive]
+        values.flags.writeable = False
+        return cls(keys, values)
 
 
 def range_chunked(
