@@ -30,6 +30,7 @@ Method (see DETECTION_NOTES.md):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Set
 from dataclasses import dataclass
@@ -57,10 +58,11 @@ from detectors.signals import (
     burst_since,
     last_minute,
     last_minute_high,
+    nanquantile_rows,
     ratio_onset,
     seasonal_offsets,
 )
-from detectors.stats import estimate_overdispersion, proportion_excess
+from detectors.stats import estimate_overdispersion_rows, proportion_excess
 
 
 class Queries(StrictModel):
@@ -166,18 +168,44 @@ class Slice:
     short_rate: float
     expected: float
     baseline_kind: str
-    p_value: float
-    band: tuple[float, float]
     threshold: float  # the rate that counts as a practical rise
     long_p_value: float = 1.0
     windows: tuple[int, ...] = ()  # the frame indices of the whole windows that breached
     long_windows: tuple[int, ...] = ()  # the whole windows of the best sustained test
     burst_since: int | None = None  # first of the last ``burst`` minutes, all breaching
-    still_on: bool = True  # the last minute stands out on its own (or has no data)
+
+    # The sharp-rise test over ``window``, against ``reference`` (the level just before it);
+    # judged only with ``judged`` (enough attempts). Run when first read: most slices at most
+    # steps are below ``threshold`` and never need it.
+    reference: float = math.nan
+    overdispersion: float = 0.0
+    alpha: float = 1e-6
+    judged: bool = False
 
     @property
     def rate(self) -> float:
         return self.failures / self.attempts if self.attempts else math.nan
+
+    @functools.cached_property
+    def _test(self) -> tuple[float, tuple[float, float]]:
+        if not self.judged:
+            return 1.0, (0.0, self.attempts)
+        test = proportion_excess(
+            self.failures,
+            self.attempts,
+            self.reference,
+            overdispersion=self.overdispersion,
+            alpha=self.alpha,
+        )
+        return test.p_value, (test.lower, test.upper)
+
+    @property
+    def p_value(self) -> float:
+        return self._test[0]
+
+    @property
+    def band(self) -> tuple[float, float]:
+        return self._test[1]
 
     seasonal: float = math.nan  # the seasonal expectation alone (``expected`` may be higher)
     hold_rise: float = 0.0
@@ -194,35 +222,73 @@ class Slice:
         return self.failures - self.attempts * self.expected
 
 
+KINDS = ("none", "weekly", "daily", "trailing")
+
+
 def _expected_rate(
     frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int
 ) -> tuple[float, str, float]:
     """(expected failure rate, baseline kind, overdispersion) for a slice at index i."""
-    for kind in ("weekly", "daily"):
-        rates = []
-        for k in frame.history(kind):
+    rate, kind = frame.memo(
+        ("decline_spike.seasonal", dims, key, _cfg_key(cfg)),
+        functools.partial(_seasonal, frame, cfg, dims, key),
+    )
+    if not 0 <= i < len(rate) or kind[i] == 0:
+        return math.nan, "none", 0.0
+    rho = frame.memo(
+        ("decline_spike.rho", dims, key, _cfg_key(cfg)),
+        functools.partial(_overdispersion, frame, cfg, dims, key),
+    )
+    return float(rate[i]), KINDS[kind[i]], float(rho[i])
+
+
+def _cfg_key(cfg: Config) -> tuple[object, ...]:
+    return (cfg.window, cfg.trailing, cfg.baseline.min_weeks, cfg.min_overdispersion)
+
+
+def _seasonal(
+    frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey
+) -> tuple[np.ndarray, np.ndarray]:
+    """The expected failure rate of a slice at every index, and where it came from (an index
+    into ``KINDS``): the median of the rates pooled over ``HALF_POOL`` steps either side of
+    the same time in past weeks (at least ``baseline.min_weeks`` of them), else past days,
+    else the slice's own trailing rate before the current window. Past blocks lie in the
+    past however far ahead the pool reaches, and the trailing rate ends before index i."""
+    n = frame.n
+    i = np.arange(n)
+    rate = np.full(n, np.nan)
+    kind = np.zeros(n, dtype=np.int8)
+    for code, name in ((1, "weekly"), (2, "daily")):
+        rows = []
+        for k in frame.history(name):
             f = frame.cumulative("failures", k, dims).get(key)
             a = frame.cumulative("attempts", k, dims).get(key)
             if f is None or a is None:
                 continue
-            fs, _ = f.sum(i - HALF_POOL, i + HALF_POOL + 1)
-            as_, an = a.sum(i - HALF_POOL, i + HALF_POOL + 1)
-            if an >= HALF_POOL and as_ > 0:
-                rates.append(fs / as_)
-        if len(rates) >= (cfg.baseline.min_weeks if kind == "weekly" else 1):
-            rho = _overdispersion(frame, cfg, dims, key, i)
-            return float(np.median(rates)), kind, rho
-    gap = frame.steps(cfg.window) + HALF_POOL
-    lo = i - frame.steps(cfg.trailing)
+            fs, _ = f.sums(i - HALF_POOL, i + HALF_POOL + 1)
+            as_, an = a.sums(i - HALF_POOL, i + HALF_POOL + 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rows.append(np.where((an >= HALF_POOL) & (as_ > 0), fs / as_, np.nan))
+        if not rows:
+            continue
+        matrix = np.stack(rows, axis=1)
+        enough = np.isfinite(matrix).sum(axis=1) >= (cfg.baseline.min_weeks if code == 1 else 1)
+        take = enough & (kind == 0)
+        rate[take] = nanquantile_rows(matrix[take], 0.5)
+        kind[take] = code
     f = frame.cumulative("failures", 0, dims).get(key)
     a = frame.cumulative("attempts", 0, dims).get(key)
-    if f is None or a is None:
-        return math.nan, "none", 0.0
-    fs, _ = f.sum(lo, i - gap)
-    as_, an = a.sum(lo, i - gap)
-    if an < frame.steps(cfg.window) * 3 or as_ <= 0:
-        return math.nan, "none", 0.0
-    return fs / as_, "trailing", _overdispersion(frame, cfg, dims, key, i)
+    if f is not None and a is not None:
+        gap = frame.steps(cfg.window) + HALF_POOL
+        lo = i - frame.steps(cfg.trailing)
+        fs, _ = f.sums(lo, i - gap)
+        as_, an = a.sums(lo, i - gap)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            trailing = np.where((an >= frame.steps(cfg.window) * 3) & (as_ > 0), fs / as_, np.nan)
+        take = (kind == 0) & np.isfinite(trailing)
+        rate[take] = trailing[take]
+        kind[take] = 3
+    return rate, kind
 
 
 def _recent_rate(
@@ -242,25 +308,31 @@ def _recent_rate(
     return fs / as_
 
 
-def _overdispersion(
-    frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int
-) -> float:
-    """Extra-binomial variance of the slice's rate, from its own recent non-overlapping windows."""
+def _overdispersion(frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey) -> np.ndarray:
+    """Extra-binomial variance of the slice's rate at every index, from its own recent
+    non-overlapping windows over ``trailing``."""
+    n = frame.n
+    out = np.full(n, cfg.min_overdispersion)
     f = frame.rolled("failures", 0, dims).get(key)
     a = frame.rolled("attempts", 0, dims).get(key)
     if f is None or a is None:
-        return cfg.min_overdispersion
+        return out
     w = frame.steps(cfg.window)
+    t = frame.steps(cfg.trailing)
+    i = np.arange(min(n, len(f), len(a)))
     # Windows that end before the trailing baseline's gap: an incident under way must not
     # inflate the very variance it is judged against.
     end = i - w - HALF_POOL
-    idx = np.arange(end, max(i - frame.steps(cfg.trailing), -1), -w)
-    idx = idx[idx >= 0]
-    ok = np.isfinite(f[idx]) & np.isfinite(a[idx]) & (a[idx] > 0)
-    if ok.sum() < 3:
-        return cfg.min_overdispersion
-    rho = estimate_overdispersion(f[idx][ok].tolist(), a[idx][ok].tolist())
-    return max(cfg.min_overdispersion, rho)
+    j = end[:, None] - w * np.arange(t // w + 2)[None, :]
+    inside = (j > np.maximum(i - t, -1)[:, None]) & (j >= 0)
+    jj = np.clip(j, 0, None)
+    fw = np.where(inside, f[jj], np.nan)
+    aw = np.where(inside, a[jj], np.nan)
+    with np.errstate(invalid="ignore"):
+        usable = (np.isfinite(fw) & np.isfinite(aw) & (aw > 0)).sum(axis=1) >= 3
+    rho = estimate_overdispersion_rows(fw, aw)
+    out[i] = np.where(usable, np.maximum(cfg.min_overdispersion, rho), cfg.min_overdispersion)
+    return out
 
 
 def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Slice]]:
@@ -297,11 +369,6 @@ def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Sl
             before = _recent_rate(frame, cfg, dims, key, i, cfg.window)
             fast_ref = before if math.isfinite(before) else expected
             alpha = cfg.false_alarm_rate
-            if a >= cfg.min_attempts:
-                test = proportion_excess(f, a, fast_ref, overdispersion=rho, alpha=alpha)
-                p_value, band = test.p_value, (test.lower, test.upper)
-            else:
-                p_value, band = 1.0, (0.0, a)
             a_short, f_short = _at(att_s.get(key), i), _at(fail_s.get(key), i)
             short_rate = f_short / a_short if a_short and a_short > 0 else math.nan
             slc = Slice(
@@ -312,20 +379,13 @@ def _slices(frame: Frame, cfg: Config, i: int) -> list[tuple[tuple[str, ...], Sl
                 short_rate=short_rate,
                 expected=expected,
                 baseline_kind=kind,
-                p_value=p_value,
-                band=band,
                 threshold=expected + _rise(cfg, expected),
                 seasonal=seasonal,
                 hold_rise=_rise(cfg, seasonal),
-            )
-            slc.still_on = last_minute_high(
-                frame,
-                key,
-                i,
-                floor=slc.threshold,
-                expected=fast_ref,
-                window=cfg.window,
+                reference=fast_ref,
                 overdispersion=rho,
+                alpha=alpha,
+                judged=a >= cfg.min_attempts,
             )
             slc.burst_since = burst_since(
                 frame,
@@ -373,7 +433,7 @@ def _breaching(s: Slice, cfg: Config, frame: Frame, i: int) -> bool:
     persists: significant over ``long_window`` with each of the last three whole windows
     above the holding level (a two-minute blip touches at most two of them)."""
     alpha = cfg.false_alarm_rate
-    if s.p_value < alpha and s.rate >= s.threshold and s.still_on:
+    if s.rate >= s.threshold and s.p_value < alpha and _still_on(s, cfg, frame, i):
         s.windows = (i,)
         return True
     if s.burst_since is not None:
@@ -383,6 +443,19 @@ def _breaching(s: Slice, cfg: Config, frame: Frame, i: int) -> bool:
         s.windows = s.long_windows
         return True
     return False
+
+
+def _still_on(s: Slice, cfg: Config, frame: Frame, i: int) -> bool:
+    """Does the last minute stand out on its own (or has it no data)?"""
+    return last_minute_high(
+        frame,
+        s.key,
+        i,
+        floor=s.threshold,
+        expected=s.reference,
+        window=cfg.window,
+        overdispersion=s.overdispersion,
+    )
 
 
 def _holding(s: Slice) -> bool:
@@ -479,11 +552,8 @@ def _residual_significant(
         f += float(np.nansum(fa[idx])) if fa is not None else 0.0
     if a < cfg.min_attempts:
         return False
-    rest = Slice(
-        s.key, a, f, 0.0, s.short_rate, s.expected, s.baseline_kind, 1.0, s.band, s.threshold
-    )
     test = proportion_excess(f, a, s.expected, alpha=cfg.false_alarm_rate)
-    return test.p_value < cfg.false_alarm_rate and rest.rate >= s.threshold
+    return test.p_value < cfg.false_alarm_rate and f / a >= s.threshold
 
 
 def _assessment(cfg: Config, frame: Frame, s: Slice, i: int, *, breach: bool) -> Assessment:

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import numpy as np
 
 from bot.config.types import format_duration
 
 LabelKey = tuple[tuple[str, str], ...]
+T = TypeVar("T")
 
 WEEK = 7 * 86400.0
 DAY = 86400.0
@@ -97,16 +99,31 @@ def minute_counts(
         return None
     if not allow_empty and not np.all(dens > 0):
         return None
-    factor = 1.0
+    factors = frame.memo(
+        ("minute_factor", den, reference, dims, key, window),
+        functools.partial(_minute_factors, frame, den, reference, dims, key, window),
+    )
+    factor = float(factors[i]) if i < len(factors) else 1.0
+    return nums * factor, dens * factor
+
+
+def _minute_factors(
+    frame: Frame, den: str, reference: str, dims: Sequence[str], key: LabelKey, window: timedelta
+) -> np.ndarray:
+    """:func:`minute_counts`' scale at every index: the ``reference`` counts over ``window``
+    against the one-minute ``den`` counts across the last half hour (1 where unknown)."""
     short_c = frame.cumulative(den, 0, dims).get(key)
     ref_c = frame.cumulative(reference, 0, dims).get(key)
-    if short_c is not None and ref_c is not None:
-        lo = max(0, i - frame.steps(timedelta(minutes=30)))
-        (short, ns), (ref, nr) = short_c.sum(lo, i + 1), ref_c.sum(lo, i + 1)
-        if min(ns, nr) >= 5 and short > 0:
-            factor = ref * ns / (nr * short * (window / timedelta(minutes=1)))
-            factor = min(max(factor, 0.25), 4.0) if math.isfinite(factor) else 1.0
-    return nums * factor, dens * factor
+    if short_c is None or ref_c is None:
+        return np.ones(0)
+    i = np.arange(len(short_c.values))
+    lo = np.maximum(0, i - frame.steps(timedelta(minutes=30)))
+    short, ns = short_c.sums(lo, i + 1)
+    ref, nr = ref_c.sums(lo, i + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = ref * ns / (nr * short * (window / timedelta(minutes=1)))
+    factor = np.where(np.isfinite(factor), np.clip(factor, 0.25, 4.0), 1.0)
+    return np.where((np.minimum(ns, nr) >= 5) & (short > 0), factor, 1.0)
 
 
 MINUTE_ALPHA = 0.01  # what is left of a rise once its two worst minutes are set aside
@@ -215,9 +232,8 @@ class Frame:
     data: dict[str, list[dict[LabelKey, np.ndarray]]] = field(default_factory=dict)
     queries: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # signal -> why it could not be read
-    _cache: dict[tuple[str, int, tuple[str, ...], str], object] = field(
-        default_factory=dict, repr=False
-    )
+    _cache: dict[tuple[object, ...], object] = field(default_factory=dict, repr=False)
+    _steps: dict[timedelta | float, int] = field(default_factory=dict, repr=False)
 
     def time(self, i: int) -> float:
         return self.start + i * self.step
@@ -230,8 +246,12 @@ class Frame:
         return round((ts - self.start) / self.step)
 
     def steps(self, d: timedelta | float) -> int:
-        seconds = d.total_seconds() if isinstance(d, timedelta) else d
-        return max(1, math.ceil(seconds / self.step))
+        """How many steps ``d`` spans, at least one (memoised: detectors ask per slice)."""
+        n = self._steps.get(d)
+        if n is None:
+            seconds = d.total_seconds() if isinstance(d, timedelta) else d
+            n = self._steps[d] = max(1, math.ceil(seconds / self.step))
+        return n
 
     def put(self, signal: str, offset: int, series: Mapping[LabelKey, np.ndarray]) -> None:
         blocks = self.data.setdefault(signal, [{} for _ in self.offsets])
@@ -259,7 +279,15 @@ class Frame:
         over ``span`` (a value at index j covers the window ending at j)."""
         w = self.steps(window)
         k = max(1, round(span / window))
-        return np.array([j for j in range(i, i - k * w, -w) if j >= 0], dtype=np.int64)
+        return np.arange(i, max(i - k * w, -1), -w, dtype=np.int64)
+
+    def memo(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
+        """``compute()`` once per frame under ``key``: a statistic a detector derives for every
+        index at once, so that a replay stepping through the frame reads it instead of
+        recomputing it at each step. Each index's value may only use data up to that index."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]  # type: ignore[return-value]
 
     def members(self, signal: str, key: LabelKey) -> dict[LabelKey, np.ndarray]:
         """The present series of ``signal`` that belong to the slice ``key`` (cached)."""
@@ -346,6 +374,13 @@ class Cum:
         if hi <= lo:
             return 0.0, 0
         return float(self._sum[hi] - self._sum[lo]), int(self._cnt[hi] - self._cnt[lo])
+
+    def sums(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`sum` over many ranges ``[lo[j], hi[j])`` at once: (sums, counts)."""
+        n = len(self.values)
+        lo, hi = np.clip(lo, 0, n), np.clip(hi, 0, n)
+        hi = np.maximum(hi, lo)
+        return self._sum[hi] - self._sum[lo], self._cnt[hi] - self._cnt[lo]
 
 
 def rollup(

@@ -289,6 +289,28 @@ def estimate_overdispersion(failures: Sequence[float], attempts: Sequence[float]
     return float(min(_MAX_RHO, max(0.0, (chi - (m - 1)) / denom)))
 
 
+def estimate_overdispersion_rows(failures: np.ndarray, attempts: np.ndarray) -> FloatArray:
+    """:func:`estimate_overdispersion` of each row of two matrices at once (the same rules:
+    a window counts when both values are finite and attempts > 0; pad a row with NaN)."""
+    f = np.asarray(failures, dtype=float)
+    a = np.asarray(attempts, dtype=float)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(f) & np.isfinite(a) & (a > 0)
+    a = np.where(ok, a, 0.0)
+    f = np.clip(np.where(ok, f, 0.0), 0.0, a)
+    m = ok.sum(axis=1)
+    a_sum = a.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = f.sum(axis=1) / a_sum
+        r = np.where(ok, f / np.where(ok, a, 1.0), 0.0)
+        chi = np.sum(a * (r - p[:, None]) ** 2, axis=1) / (p * (1.0 - p))
+        denom = np.sum(np.where(ok, a - 1.0, 0.0), axis=1) * (m - 1) / m
+        rho = np.minimum(_MAX_RHO, np.maximum(0.0, (chi - (m - 1)) / denom))
+    usable = (m >= 3) & (p > 0.0) & (p < 1.0) & (denom > 0.0)
+    out: FloatArray = np.where(usable, rho, 0.0)
+    return out
+
+
 # --- counts (traffic) ------------------------------------------------------------------------
 
 

@@ -22,7 +22,9 @@ Each value of each configured dimension (``country``, ``psp``) is judged on its 
 
 from __future__ import annotations
 
+import functools
 import math
+import statistics
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -48,6 +50,7 @@ from detectors.signals import (
     Offset,
     last_minute,
     minute_counts,
+    nanquantile_rows,
     seasonal_offsets,
 )
 from detectors.stats import count_shortfall, cusum_onset
@@ -169,16 +172,25 @@ def _staleness(frame: Frame, cfg: Config, key: LabelKey, i: int, back: int = 0) 
     return "partial" if fresh else "all"
 
 
-def _scale(cur: Cum, hist: Cum, lo: int, hi: int, bucket: int) -> float:
-    """How today compares with the history block over [lo, hi): the median ratio of
-    bucket sums, so a flash sale or an earlier incident in either does not skew it."""
-    ratios = []
-    for a in range(max(lo, 0), hi - bucket + 1, bucket):
-        cs, cn = cur.sum(a, a + bucket)
-        hs, hn = hist.sum(a, a + bucket)
-        if cn >= bucket // 2 and hn >= bucket // 2 and hs > 0:
-            ratios.append((cs / cn) / (hs / hn))
-    return float(np.median(ratios)) if ratios else math.nan
+def _scales(cur: Cum, hist: Cum, back: int, gap: int, bucket: int) -> np.ndarray:
+    """How today compares with a history block, at every index i of the frame: the median
+    ratio of ``bucket`` sums (today's mean over the block's) over ``[i - gap - back, i - gap)``,
+    buckets laid from the start of that range, so a flash sale or an earlier incident in
+    either does not skew it. NaN where no bucket has half its points on both sides."""
+    n = len(cur.values)
+    starts_all = np.arange(n)
+    cs, cn = cur.sums(starts_all, starts_all + bucket)
+    hs, hn = hist.sums(starts_all, starts_all + bucket)
+    ok = (cn >= bucket // 2) & (hn >= bucket // 2) & (hs > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(ok, (cs / cn) / (hs / hn), np.nan)
+    i = np.arange(n)
+    hi = i - gap
+    first = np.maximum(i - gap - back, 0)
+    starts = first[:, None] + bucket * np.arange(back // bucket + 1)[None, :]
+    inside = starts + bucket <= hi[:, None]
+    values = np.where(inside, ratio[np.clip(starts, 0, n - 1)], np.nan)
+    return nanquantile_rows(values, 0.5)
 
 
 def _recent_level(frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int) -> float:
@@ -208,12 +220,15 @@ def _expected(
             if hist is None or low is None or not 0 <= i < len(low) or not math.isfinite(low[i]):
                 continue
             values.append(float(low[i]))
-            scale = _scale(cur, hist, i - w - frame.steps(cfg.scale_window), i - w, bucket)
+            scale = frame.memo(
+                ("traffic_drop.scale", dims, key, k, frame.steps(cfg.scale_window), w, bucket),
+                functools.partial(_scales, cur, hist, frame.steps(cfg.scale_window), w, bucket),
+            )[i]
             if math.isfinite(scale):
                 scales.append(scale)
         if len(values) >= (cfg.baseline.min_weeks if kind == "weekly" else 1):
-            scale = float(np.clip(np.median(scales), 0.5, 2.0)) if scales else 1.0
-            return float(np.median(values)) * scale, kind
+            scale = min(max(statistics.median(scales), 0.5), 2.0) if scales else 1.0
+            return statistics.median(values) * scale, kind
     s, n = cur.sum(recent_lo, recent_hi)
     if n < frame.steps(cfg.trailing) // 2:
         return math.nan, "none"
