@@ -229,15 +229,19 @@ def _expected_rate(
     frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int
 ) -> tuple[float, str, float]:
     """(expected failure rate, baseline kind, overdispersion) for a slice at index i."""
-    rate, kind = frame.memo(
+    if not 0 <= i < frame.n:
+        return math.nan, "none", 0.0
+    rate, kind = frame.series(
         ("decline_spike.seasonal", dims, key, _cfg_key(cfg)),
         functools.partial(_seasonal, frame, cfg, dims, key),
+        i,
     )
-    if not 0 <= i < len(rate) or kind[i] == 0:
+    if kind[i] == 0:
         return math.nan, "none", 0.0
-    rho = frame.memo(
+    rho = frame.series(
         ("decline_spike.rho", dims, key, _cfg_key(cfg)),
         functools.partial(_overdispersion, frame, cfg, dims, key),
+        i,
     )
     return float(rate[i]), KINDS[kind[i]], float(rho[i])
 
@@ -247,17 +251,18 @@ def _cfg_key(cfg: Config) -> tuple[object, ...]:
 
 
 def _seasonal(
-    frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey
+    frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, lo: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The expected failure rate of a slice at every index, and where it came from (an index
-    into ``KINDS``): the median of the rates pooled over ``HALF_POOL`` steps either side of
-    the same time in past weeks (at least ``baseline.min_weeks`` of them), else past days,
-    else the slice's own trailing rate before the current window. Past blocks lie in the
-    past however far ahead the pool reaches, and the trailing rate ends before index i."""
+    """The expected failure rate of a slice at every index from ``lo`` on, and where it came
+    from (an index into ``KINDS``; "none" before ``lo``): the median of the rates pooled over
+    ``HALF_POOL`` steps either side of the same time in past weeks (at least
+    ``baseline.min_weeks`` of them), else past days, else the slice's own trailing rate
+    before the current window. Past blocks lie in the past however far ahead the pool
+    reaches, and the trailing rate ends before index i."""
     n = frame.n
-    i = np.arange(n)
-    rate = np.full(n, np.nan)
-    kind = np.zeros(n, dtype=np.int8)
+    i = np.arange(max(lo, 0), n)
+    rate = np.full(len(i), np.nan)
+    kind = np.zeros(len(i), dtype=np.int8)
     for code, name in ((1, "weekly"), (2, "daily")):
         rows = []
         for k in frame.history(name):
@@ -280,15 +285,17 @@ def _seasonal(
     a = frame.cumulative("attempts", 0, dims).get(key)
     if f is not None and a is not None:
         gap = frame.steps(cfg.window) + HALF_POOL
-        lo = i - frame.steps(cfg.trailing)
-        fs, _ = f.sums(lo, i - gap)
-        as_, an = a.sums(lo, i - gap)
+        since = i - frame.steps(cfg.trailing)
+        fs, _ = f.sums(since, i - gap)
+        as_, an = a.sums(since, i - gap)
         with np.errstate(divide="ignore", invalid="ignore"):
             trailing = np.where((an >= frame.steps(cfg.window) * 3) & (as_ > 0), fs / as_, np.nan)
         take = (kind == 0) & np.isfinite(trailing)
         rate[take] = trailing[take]
         kind[take] = 3
-    return rate, kind
+    rates, kinds = np.full(n, np.nan), np.zeros(n, dtype=np.int8)
+    rates[i], kinds[i] = rate, kind
+    return rates, kinds
 
 
 def _recent_rate(
@@ -308,9 +315,11 @@ def _recent_rate(
     return fs / as_
 
 
-def _overdispersion(frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey) -> np.ndarray:
-    """Extra-binomial variance of the slice's rate at every index, from its own recent
-    non-overlapping windows over ``trailing``."""
+def _overdispersion(
+    frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, lo: int = 0
+) -> np.ndarray:
+    """Extra-binomial variance of the slice's rate at every index from ``lo`` on, from its
+    own recent non-overlapping windows over ``trailing``."""
     n = frame.n
     out = np.full(n, cfg.min_overdispersion)
     f = frame.rolled("failures", 0, dims).get(key)
@@ -319,7 +328,7 @@ def _overdispersion(frame: Frame, cfg: Config, dims: tuple[str, ...], key: Label
         return out
     w = frame.steps(cfg.window)
     t = frame.steps(cfg.trailing)
-    i = np.arange(min(n, len(f), len(a)))
+    i = np.arange(max(lo, 0), min(n, len(f), len(a)))
     # Windows that end before the trailing baseline's gap: an incident under way must not
     # inflate the very variance it is judged against.
     end = i - w - HALF_POOL

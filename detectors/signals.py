@@ -99,31 +99,41 @@ def minute_counts(
         return None
     if not allow_empty and not np.all(dens > 0):
         return None
-    factors = frame.memo(
+    factors = frame.series(
         ("minute_factor", den, reference, dims, key, window),
         functools.partial(_minute_factors, frame, den, reference, dims, key, window),
+        i,
     )
     factor = float(factors[i]) if i < len(factors) else 1.0
     return nums * factor, dens * factor
 
 
 def _minute_factors(
-    frame: Frame, den: str, reference: str, dims: Sequence[str], key: LabelKey, window: timedelta
+    frame: Frame,
+    den: str,
+    reference: str,
+    dims: Sequence[str],
+    key: LabelKey,
+    window: timedelta,
+    lo: int = 0,
 ) -> np.ndarray:
-    """:func:`minute_counts`' scale at every index: the ``reference`` counts over ``window``
-    against the one-minute ``den`` counts across the last half hour (1 where unknown)."""
+    """:func:`minute_counts`' scale at every index from ``lo`` on (1 before it): the
+    ``reference`` counts over ``window`` against the one-minute ``den`` counts across the
+    last half hour (1 where unknown)."""
     short_c = frame.cumulative(den, 0, dims).get(key)
     ref_c = frame.cumulative(reference, 0, dims).get(key)
     if short_c is None or ref_c is None:
         return np.ones(0)
-    i = np.arange(len(short_c.values))
-    lo = np.maximum(0, i - frame.steps(timedelta(minutes=30)))
-    short, ns = short_c.sums(lo, i + 1)
-    ref, nr = ref_c.sums(lo, i + 1)
+    out = np.ones(len(short_c.values))
+    i = np.arange(max(lo, 0), len(short_c.values))
+    since = np.maximum(0, i - frame.steps(timedelta(minutes=30)))
+    short, ns = short_c.sums(since, i + 1)
+    ref, nr = ref_c.sums(since, i + 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = ref * ns / (nr * short * (window / timedelta(minutes=1)))
     factor = np.where(np.isfinite(factor), np.clip(factor, 0.25, 4.0), 1.0)
-    return np.where((np.minimum(ns, nr) >= 5) & (short > 0), factor, 1.0)
+    out[i] = np.where((np.minimum(ns, nr) >= 5) & (short > 0), factor, 1.0)
+    return out
 
 
 MINUTE_ALPHA = 0.01  # what is left of a rise once its two worst minutes are set aside
@@ -281,13 +291,16 @@ class Frame:
         k = max(1, round(span / window))
         return np.arange(i, max(i - k * w, -1), -w, dtype=np.int64)
 
-    def memo(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
-        """``compute()`` once per frame under ``key``: a statistic a detector derives for every
-        index at once, so that a replay stepping through the frame reads it instead of
-        recomputing it at each step. Each index's value may only use data up to that index."""
-        if key not in self._cache:
-            self._cache[key] = compute()
-        return self._cache[key]  # type: ignore[return-value]
+    def series(self, key: tuple[object, ...], compute: Callable[[int], T], i: int) -> T:
+        """A statistic a detector derives for every index from ``lo`` on at once
+        (``compute(lo)``), kept for the frame: a replay steps forward through it and reads
+        one index at a time, the live cycle asks for its last index only. Computed from
+        index i on, and again only if an earlier index is asked for. Each index's value may
+        only use data up to that index."""
+        held = self._cache.get(key)
+        if held is None or held[0] > i:  # type: ignore[index]
+            held = self._cache[key] = (i, compute(i))
+        return held[1]  # type: ignore[index]
 
     def members(self, signal: str, key: LabelKey) -> dict[LabelKey, np.ndarray]:
         """The present series of ``signal`` that belong to the slice ``key`` (cached)."""

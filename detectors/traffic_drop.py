@@ -172,25 +172,28 @@ def _staleness(frame: Frame, cfg: Config, key: LabelKey, i: int, back: int = 0) 
     return "partial" if fresh else "all"
 
 
-def _scales(cur: Cum, hist: Cum, back: int, gap: int, bucket: int) -> np.ndarray:
-    """How today compares with a history block, at every index i of the frame: the median
-    ratio of ``bucket`` sums (today's mean over the block's) over ``[i - gap - back, i - gap)``,
-    buckets laid from the start of that range, so a flash sale or an earlier incident in
-    either does not skew it. NaN where no bucket has half its points on both sides."""
+def _scales(cur: Cum, hist: Cum, back: int, gap: int, bucket: int, lo: int = 0) -> np.ndarray:
+    """How today compares with a history block, at every index i of the frame from ``lo``
+    on (NaN before it): the median ratio of ``bucket`` sums (today's mean over the block's)
+    over ``[i - gap - back, i - gap)``, buckets laid from the start of that range, so a flash
+    sale or an earlier incident in either does not skew it. NaN where no bucket has half its
+    points on both sides."""
     n = len(cur.values)
-    starts_all = np.arange(n)
-    cs, cn = cur.sums(starts_all, starts_all + bucket)
-    hs, hn = hist.sums(starts_all, starts_all + bucket)
-    ok = (cn >= bucket // 2) & (hn >= bucket // 2) & (hs > 0)
+    out = np.full(n, np.nan)
+    i = np.arange(max(lo, 0), n)
+    starts = np.maximum(i - gap - back, 0)[:, None] + bucket * np.arange(back // bucket + 1)
+    ends = starts + bucket
+    cs, cn = cur.sums(starts, ends)
+    hs, hn = hist.sums(starts, ends)
+    ok = (ends <= (i - gap)[:, None]) & (cn >= bucket // 2) & (hn >= bucket // 2) & (hs > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(ok, (cs / cn) / (hs / hn), np.nan)
-    i = np.arange(n)
-    hi = i - gap
-    first = np.maximum(i - gap - back, 0)
-    starts = first[:, None] + bucket * np.arange(back // bucket + 1)[None, :]
-    inside = starts + bucket <= hi[:, None]
-    values = np.where(inside, ratio[np.clip(starts, 0, n - 1)], np.nan)
-    return nanquantile_rows(values, 0.5)
+        ratios = np.where(ok, (cs / cn) / (hs / hn), np.nan)
+    if len(i) == 1:  # the live cycle's one index: numpy's median of what is there
+        row = ratios[0][ok[0]]
+        out[i] = np.median(row) if len(row) else np.nan
+    else:
+        out[i] = nanquantile_rows(ratios, 0.5)
+    return out
 
 
 def _recent_level(frame: Frame, cfg: Config, dims: tuple[str, ...], key: LabelKey, i: int) -> float:
@@ -220,9 +223,10 @@ def _expected(
             if hist is None or low is None or not 0 <= i < len(low) or not math.isfinite(low[i]):
                 continue
             values.append(float(low[i]))
-            scale = frame.memo(
+            scale = frame.series(
                 ("traffic_drop.scale", dims, key, k, frame.steps(cfg.scale_window), w, bucket),
                 functools.partial(_scales, cur, hist, frame.steps(cfg.scale_window), w, bucket),
+                i,
             )[i]
             if math.isfinite(scale):
                 scales.append(scale)

@@ -102,6 +102,12 @@ def test_traffic_scale_at_every_index_is_the_median_bucket_ratio_before_it(
     cur = frame.cumulative("attempts", 0, DIMS)[KEY]
     hist = frame.cumulative("attempts", 1, DIMS)[KEY]
     got = td._scales(cur, hist, back, gap, bucket)
+    lo = seed % n  # computed from a later index on, as the live cycle does for its last one
+    later = td._scales(cur, hist, back, gap, bucket, lo)
+    assert np.isnan(later[:lo]).all()
+    assert np.allclose(later[lo:], got[lo:], rtol=1e-12, atol=0, equal_nan=True)
+    last = td._scales(cur, hist, back, gap, bucket, n - 1)  # the live cycle's one index
+    assert np.allclose(last[n - 1 :], got[n - 1 :], rtol=1e-12, atol=0, equal_nan=True)
     for i in range(n):
         want = _scale_at(cur, hist, i - gap - back, i - gap, bucket)
         assert math.isclose(got[i], want, rel_tol=1e-12) or (
@@ -156,7 +162,8 @@ def test_decline_baseline_at_every_index_is_the_per_index_one(
     seed, n, holes, dropped = frame_args
     frame = _frame(seed, n, holes, dropped)
     cfg = ds.Config(baseline={"min_weeks": min_weeks})
-    for i in range(n):
+    # Asked from a later index first (as live), then from 0 (the series is derived again).
+    for i in [*range(seed % n, n), *range(n)]:
         rate, kind, rho = ds._expected_rate(frame, cfg, DIMS, KEY, i)
         want_rate, want_kind = _seasonal_at(frame, cfg, i)
         assert kind == want_kind
@@ -185,8 +192,12 @@ def test_minute_count_scale_at_every_index_is_the_per_index_one(
 ) -> None:
     seed, n, holes, _ = frame_args
     frame = _frame(seed, n, holes)
-    got = _minute_factors(frame, "attempts_short", "attempts", DIMS, KEY, ds.Config().window)
+    window = ds.Config().window
+    got = _minute_factors(frame, "attempts_short", "attempts", DIMS, KEY, window)
     assert [float(x) for x in got] == [_factor_at(frame, i) for i in range(n)]
+    lo = seed % n
+    later = _minute_factors(frame, "attempts_short", "attempts", DIMS, KEY, window, lo)
+    assert np.array_equal(later[lo:], got[lo:])
 
 
 @settings(max_examples=40, deadline=None)
@@ -203,8 +214,8 @@ def test_no_series_reads_the_present_after_its_index(
         rate, _, rho = ds._expected_rate(frame, cfg, DIMS, KEY, i)
         cur = frame.cumulative("attempts", 0, DIMS)[KEY]
         hist = frame.cumulative("attempts", 1, DIMS).get(KEY, cur)
-        scale = td._scales(cur, hist, 60, 5, 15)[i]
-        factor = _minute_factors(frame, "attempts_short", "attempts", DIMS, KEY, cfg.window)[i]
+        scale = td._scales(cur, hist, 60, 5, 15, i)[i]
+        factor = _minute_factors(frame, "attempts_short", "attempts", DIMS, KEY, cfg.window, i)[i]
         return [rate, rho, scale, factor]
 
     before = read(_frame(seed, n, holes, dropped))
