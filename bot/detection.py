@@ -23,7 +23,7 @@ import numpy as np
 
 from bot.sources.base import MetricsSource, Series, SourceError
 from detectors.base import Assessment, DetectorConfig, Finding
-from detectors.signals import Frame, LabelKey, Offset, label_key
+from detectors.signals import Frame, LabelKey, Offset, Rows, label_key
 from detectors.stats import Debouncer, Transition
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,8 @@ class Grid:
             values[row, idx[ok]] = vs[ok]
         return cls._present(tuple(index), values)
 
-    def rows(self) -> dict[LabelKey, np.ndarray]:
-        return {k: self.values[r] for r, k in enumerate(self.keys)}
+    def rows(self) -> Rows:
+        return Rows(self.keys, self.values)
 
     def columns(self, first: int, count: int) -> Grid:
         """The grid from column ``first``, ``count`` columns (a view), without the series

@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import numpy as np
 
@@ -265,7 +265,7 @@ class Frame:
 
     def put(self, signal: str, offset: int, series: Mapping[LabelKey, np.ndarray]) -> None:
         blocks = self.data.setdefault(signal, [{} for _ in self.offsets])
-        blocks[offset] = dict(series)
+        blocks[offset] = series if isinstance(series, Rows) else dict(series)
 
     def present(self, signal: str) -> dict[LabelKey, np.ndarray]:
         return self.data.get(signal, [{}])[0]
@@ -396,6 +396,27 @@ class Cum:
         return self._sum[hi] - self._sum[lo], self._cnt[hi] - self._cnt[lo]
 
 
+class Rows(dict[LabelKey, np.ndarray]):
+    """Series that are the rows of one matrix, in order (a range grid's): :func:`rollup`
+    sums them as that matrix instead of stacking thousands of rows again. Read-only, so the
+    rows and the matrix cannot part."""
+
+    def __init__(self, keys: Sequence[LabelKey], matrix: np.ndarray) -> None:
+        if len(keys) != len(matrix):
+            raise ValueError(f"{len(keys)} keys for {len(matrix)} rows")
+        super().__init__(zip(keys, matrix, strict=True))
+        self.matrix = matrix
+
+    def __reduce__(self) -> tuple[type[Rows], tuple[tuple[LabelKey, ...], np.ndarray]]:
+        return Rows, (tuple(self), self.matrix)
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("Rows are read-only (copy them into a dict to change them)")
+
+    __setitem__ = __delitem__ = _read_only
+    update = pop = popitem = clear = setdefault = __ior__ = _read_only
+
+
 def rollup(
     series: Mapping[LabelKey, np.ndarray], dims: Sequence[str]
 ) -> dict[LabelKey, np.ndarray]:
@@ -410,11 +431,14 @@ def rollup(
     names, member, order, starts = _grouping(keys, tuple(sorted(dims)))
     if not names:
         return {}
-    values = list(series.values())
-    rows = [values[r] for r in order]
-    if len({len(r) for r in rows}) > 1:
-        return _rollup_ragged([names[g] for g in member], rows)
-    matrix = np.stack(rows)
+    if isinstance(series, Rows):
+        matrix = series.matrix[np.asarray(order, dtype=np.intp)]
+    else:
+        values = list(series.values())
+        rows = [values[r] for r in order]
+        if len({len(r) for r in rows}) > 1:
+            return _rollup_ragged([names[g] for g in member], rows)
+        matrix = np.stack(rows)
     finite = np.isfinite(matrix)
     sums = np.add.reduceat(np.where(finite, matrix, 0.0), starts, axis=0)
     seen = np.logical_or.reduceat(finite, starts, axis=0)
