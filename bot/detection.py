@@ -8,6 +8,7 @@ cycle). Detectors are pure (``detectors/<id>.py``: ``signals``, ``offsets``, ``l
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -15,7 +16,7 @@ import math
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import ModuleType
 
@@ -120,6 +121,9 @@ class Grid:
 
     keys: tuple[LabelKey, ...]
     values: np.ndarray  # (len(keys), columns)
+    # A column window of another grid (``columns``): its rows are summed from that grid's.
+    parent: Grid | None = field(default=None, repr=False)
+    first: int = 0
 
     @classmethod
     def empty(cls, columns: int) -> Grid:
@@ -156,14 +160,22 @@ class Grid:
         return cls._present(tuple(index), values)
 
     def rows(self) -> Rows:
-        return Rows(self.keys, self.values)
+        """The rows by label key; the same object each time, so what is summed from them is
+        kept with the grid (a block of the past is summed once, not every minute)."""
+        return self._rows
+
+    @functools.cached_property
+    def _rows(self) -> Rows:
+        window = None if self.parent is None else (self.parent.rows(), self.first)
+        return Rows(self.keys, self.values, window)
 
     def columns(self, first: int, count: int) -> Grid:
         """The grid from column ``first``, ``count`` columns (a view), without the series
         that have no point there."""
         if first == 0 and count == self.values.shape[1]:
             return self
-        return self._present(self.keys, self.values[:, first : first + count])
+        part = self._present(self.keys, self.values[:, first : first + count])
+        return Grid(part.keys, part.values, parent=self, first=first)
 
     @classmethod
     def _present(cls, keys: tuple[LabelKey, ...], values: np.ndarray) -> Grid:

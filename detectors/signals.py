@@ -398,14 +398,42 @@ class Cum:
 
 class Rows(dict[LabelKey, np.ndarray]):
     """Series that are the rows of one matrix, in order (a range grid's): :func:`rollup`
-    sums them as that matrix instead of stacking thousands of rows again. Read-only, so the
-    rows and the matrix cannot part."""
+    sums them as that matrix instead of stacking thousands of rows again, and keeps what it
+    summed. Rows that are a column ``window`` of other rows (``(parent, first)``: a block of
+    the past the live cycle reads a little further into each minute) are summed by taking
+    the same columns of the parent's sums. Read-only, so the rows and the matrix cannot
+    part."""
 
-    def __init__(self, keys: Sequence[LabelKey], matrix: np.ndarray) -> None:
+    def __init__(
+        self,
+        keys: Sequence[LabelKey],
+        matrix: np.ndarray,
+        window: tuple[Rows, int] | None = None,
+    ) -> None:
         if len(keys) != len(matrix):
             raise ValueError(f"{len(keys)} keys for {len(matrix)} rows")
         super().__init__(zip(keys, matrix, strict=True))
         self.matrix = matrix
+        self.window = window
+        self._sums: dict[tuple[str, ...], dict[LabelKey, np.ndarray]] = {}
+
+    def rolled(self, dims: tuple[str, ...]) -> dict[LabelKey, np.ndarray]:
+        """:func:`rollup` into the sorted ``dims``, kept (read-only arrays)."""
+        held = self._sums.get(dims)
+        if held is not None:
+            return held
+        if self.window is not None:
+            parent, first = self.window
+            cols = slice(first, first + self.matrix.shape[1])
+            sums = parent.rolled(dims)
+            # The groups of these rows, in their order: as if summed here.
+            held = {name: sums[name][cols] for name in _grouping(tuple(self), dims)[0]}
+        else:
+            held = _rollup_matrix(self, self.matrix, dims)
+            for arr in held.values():
+                arr.flags.writeable = False
+        self._sums[dims] = held
+        return held
 
     def __reduce__(self) -> tuple[type[Rows], tuple[tuple[LabelKey, ...], np.ndarray]]:
         return Rows, (tuple(self), self.matrix)
@@ -423,16 +451,26 @@ def rollup(
     """Sum series into the given dimensions (``[]`` gives the total under key ``()``).
 
     A point is NaN only where every contributing series is NaN (missing data stays missing).
-    Series of one length (a frame's block) are summed as one matrix, group by group.
+    Series of one length (a frame's block) are summed as one matrix, group by group; the sums
+    of :class:`Rows` are kept with them and are read-only.
     """
+    if isinstance(series, Rows):
+        return series.rolled(tuple(sorted(dims)))
     if not series:
         return {}
-    keys = tuple(series)
-    names, member, order, starts = _grouping(keys, tuple(sorted(dims)))
+    return _rollup_matrix(series, None, tuple(sorted(dims)))
+
+
+def _rollup_matrix(
+    series: Mapping[LabelKey, np.ndarray], matrix_all: np.ndarray | None, dims: tuple[str, ...]
+) -> dict[LabelKey, np.ndarray]:
+    if not series:
+        return {}
+    names, member, order, starts = _grouping(tuple(series), dims)
     if not names:
         return {}
-    if isinstance(series, Rows):
-        matrix = series.matrix[np.asarray(order, dtype=np.intp)]
+    if matrix_all is not None:
+        matrix = matrix_all[np.asarray(order, dtype=np.intp)]
     else:
         values = list(series.values())
         rows = [values[r] for r in order]

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from bot.detection import Grid
 from bot.sources.prometheus import _parse_result
 from detectors.signals import LabelKey, nanquantile_rows, rollup
 
@@ -73,6 +74,34 @@ def test_rollup_of_series_of_different_lengths_still_sums_each_group() -> None:
     out = rollup({a: np.array([1.0, np.nan]), b: np.array([2.0, np.nan]), c: np.ones(3)}, ["psp"])
     np.testing.assert_array_equal(out[(("psp", "adyen"),)], [3.0, np.nan])
     np.testing.assert_array_equal(out[(("psp", "stripe"),)], [1.0, 1.0, 1.0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(LABELS, min_size=1, max_size=10, unique_by=lambda d: tuple(sorted(d.items()))),
+    st.integers(min_value=1, max_value=8),
+    st.sampled_from([[], ["psp"], ["country"], ["psp", "method"]]),
+    st.data(),
+)
+def test_a_grid_window_sums_as_its_own_rows_do(
+    labels: list[dict[str, str]], n: int, dims: list[str], data: st.DataObject
+) -> None:
+    """A block of the past read further into each minute is summed from the held grid's
+    sums: the same as summing the window's own rows, groups without points left out."""
+    keys = tuple(tuple(sorted(lab.items())) for lab in labels)
+    values = np.array([data.draw(st.lists(VALUES, min_size=n, max_size=n)) for _ in keys])
+    values[:, data.draw(st.integers(0, n - 1)) :: 2] = math.nan  # rows and groups go empty
+    held = Grid(keys, values)
+    first = data.draw(st.integers(0, n - 1))
+    count = data.draw(st.integers(1, n - first))
+    window = held.columns(first, count)
+    plain = {k: np.array(v) for k, v in window.rows().items()}
+    for _ in range(2):  # the second time from what the window and the held grid kept
+        got, want = rollup(window.rows(), dims), rollup(plain, dims)
+        assert list(got) == list(want)
+        for k in want:
+            assert np.array_equal(got[k], want[k], equal_nan=True)
+            assert not got[k].flags.writeable
 
 
 @settings(max_examples=150, deadline=None)
