@@ -78,6 +78,10 @@ class Clock:
         return T0 + timedelta(minutes=5, seconds=next(self._ticks))
 
 
+# Postmortem exports of every test here, removed when the run ends.
+_EXPORTS = tempfile.TemporaryDirectory(prefix="postmortems-")
+
+
 def settings(mode: str = "http", pagerduty: bool = False, **permissions: list[str]) -> Settings:
     data: dict[str, Any] = {
         "slack": {
@@ -92,7 +96,7 @@ def settings(mode: str = "http", pagerduty: bool = False, **permissions: list[st
         "pagerduty": {"enabled": pagerduty, "routing_key": "${PD_KEY}"},
         "postmortem": {
             "template": str(ROOT / "templates" / "postmortem.md.j2"),
-            "export_dir": tempfile.mkdtemp(prefix="postmortems-"),
+            "export_dir": tempfile.mkdtemp(dir=_EXPORTS.name),
         },
     }
     env = {
