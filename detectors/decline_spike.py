@@ -493,11 +493,12 @@ def assess(
         or _residual_significant(frame, cfg, h, [e for e in explained if e is not h], i)
     ]
     reported = _explain(frame, cfg, pending, i)
-    # Slices already raised keep being assessed (looser) so they can hold or clear.
+    # Slices already raised keep being assessed (looser) so they can hold or clear; for any
+    # other slice a verdict that does not breach is the same as none.
     out = [_assessment(cfg, frame, s, i, breach=True) for s in reported]
     reported_keys = {s.key for s in reported}
     for _, s in stats:
-        if s.key not in reported_keys and _holding(s):
+        if s.key in active and s.key not in reported_keys and _holding(s):
             out.append(_assessment(cfg, frame, s, i, breach=False))
     return out
 
