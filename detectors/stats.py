@@ -271,22 +271,10 @@ def estimate_overdispersion(failures: Sequence[float], attempts: Sequence[float]
     """
     if len(failures) != len(attempts):
         raise ValueError("failures and attempts must have the same length")
-    f = np.asarray(failures, dtype=float)
-    a = np.asarray(attempts, dtype=float)
-    ok = np.isfinite(f) & np.isfinite(a) & (a > 0)
-    a = a[ok]
-    f = np.clip(f[ok], 0.0, a)
-    m = len(a)
-    if m < 3:
-        return 0.0
-    p = float(f.sum() / a.sum())
-    if p <= 0.0 or p >= 1.0:
-        return 0.0
-    chi = float(np.sum(a * (f / a - p) ** 2) / (p * (1.0 - p)))
-    denom = float(np.sum(a - 1.0)) * (m - 1) / m
-    if denom <= 0.0:
-        return 0.0
-    return float(min(_MAX_RHO, max(0.0, (chi - (m - 1)) / denom)))
+    rows = estimate_overdispersion_rows(
+        np.asarray(failures, dtype=float)[None, :], np.asarray(attempts, dtype=float)[None, :]
+    )
+    return float(rows[0])
 
 
 def estimate_overdispersion_rows(failures: np.ndarray, attempts: np.ndarray) -> FloatArray:
