@@ -5,7 +5,11 @@ failure rate the objective allows (binomial upper tail at ``false_alarm_rate``),
 at least ``min_ratio_of_allowance`` times that allowance, and the last ``short_window`` is
 still failing (so a burst that is over does not page). Ten failures out of 300 captures is
 noise at 99.5 %; 100 out of 3,000 is not. A smaller excess at a small PSP that persists is
-judged over ``long_window`` instead, with each of the last three windows still failing.
+judged over ``long_window`` instead, with each of the last three windows still failing:
+against the allowance, or against the PSP's own failure rate over the ``baseline`` before
+(beta-binomial, with the overdispersion of its windows) when it is cleaner than the
+allowance, so 1 % failing at a PSP that fails 0.2 % of its 200 captures every 5 minutes is
+raised while the same 1 % at a PSP that always fails 0.8 % is not.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from detectors.signals import (
     last_minute_high,
     ratio_onset,
 )
-from detectors.stats import proportion_excess
+from detectors.stats import estimate_overdispersion, proportion_excess
 
 
 class Queries(StrictModel):
@@ -53,9 +57,20 @@ class Config(DetectorConfig):
         default=2.0, ge=1, description="failure ratio must reach this multiple of 1 - objective"
     )
     false_alarm_rate: float = Field(default=1e-6, gt=0, lt=0.5)
+    sustained_false_alarm_rate: float = Field(
+        default=1e-5,
+        gt=0,
+        lt=0.5,
+        description="for the excess that persists (each of the last three windows failing "
+        "is itself rare by chance)",
+    )
     long_window: Duration = Field(
         default=timedelta(minutes=30),
         description="a smaller excess that persists is judged over this long (whole windows)",
+    )
+    baseline: Duration = Field(
+        default=timedelta(hours=6),
+        description="the PSP's own failure rate is read over this, before long_window",
     )
     burst: Duration = Field(
         default=timedelta(minutes=5),
@@ -80,7 +95,28 @@ def offsets(cfg: Config) -> tuple[Offset, ...]:
 
 
 def lookback(cfg: Config) -> timedelta:
-    return cfg.long_window + cfg.window + timedelta(minutes=30)
+    return cfg.long_window + cfg.baseline + cfg.window
+
+
+def _own_rate(cfg: Config, frame: Frame, key: LabelKey, i: int) -> tuple[float, float] | None:
+    """The PSP's failure rate and overdispersion over the whole windows of ``baseline``
+    that end before ``long_window`` (a problem under way is not its own baseline; one in
+    the baseline only makes it more tolerant). One failure's worth of the allowance is
+    added to the pooled counts, so a PSP without failures is not held to a rate of zero.
+    None when under half of ``baseline`` has data, or under ``min_attempts`` in all."""
+    end = i - frame.steps(cfg.long_window)
+    if end < 0:
+        return None
+    idx = frame.whole_windows(end, cfg.window, cfg.baseline)
+    a_arr, f_arr = frame.present("attempts").get(key), frame.present("failures").get(key)
+    if a_arr is None or f_arr is None:
+        return None
+    a, f = a_arr[idx], np.nan_to_num(f_arr[idx])
+    ok = np.isfinite(a) & (a > 0)
+    if ok.sum() < max(3, round(cfg.baseline / cfg.window) / 2) or a[ok].sum() < cfg.min_attempts:
+        return None
+    rate = (float(f[ok].sum()) + 1) / (float(a[ok].sum()) + 1 / (1 - cfg.objective))
+    return rate, estimate_overdispersion(f[ok], a[ok])
 
 
 def _sustained(
@@ -88,7 +124,8 @@ def _sustained(
 ) -> bool:
     """A smaller excess that persists: each of the last three windows above the holding level
     (a short burst touches at most two of them), and significant with a ratio above the floor
-    over those 15 minutes or over all of ``long_window`` (whole windows)."""
+    over those 15 minutes or over all of ``long_window`` (whole windows), against the
+    allowance or the PSP's own lower rate (:func:`_own_rate`)."""
     idx = frame.whole_windows(i, cfg.window, cfg.long_window)
     a_arr, f_arr = frame.present("attempts").get(key), frame.present("failures").get(key)
     if a_arr is None or f_arr is None or len(idx) < 3:
@@ -99,14 +136,20 @@ def _sustained(
     with np.errstate(divide="ignore", invalid="ignore"):
         if not bool(np.all(f[:3] / a[:3] >= hold_level)):
             return False
+    nulls = [(1 - cfg.objective, 0.0)]
+    own = _own_rate(cfg, frame, key, i)
+    if own is not None and own[0] < nulls[0][0]:
+        nulls.append(own)
     for n_w in sorted({3, len(idx)}):  # the last 15 minutes, then all of long_window
         la, lf = float(a[:n_w].sum()), float(f[:n_w].sum())
-        if (
-            la >= cfg.min_attempts
-            and lf / la >= floor
-            and proportion_excess(lf, la, 1 - cfg.objective, alpha=cfg.false_alarm_rate).significant
-        ):
-            return True
+        if la < cfg.min_attempts or lf / la < floor:
+            continue
+        for rate, rho in nulls:
+            test = proportion_excess(
+                lf, la, rate, overdispersion=rho, alpha=cfg.sustained_false_alarm_rate
+            )
+            if test.significant:
+                return True
     return False
 
 

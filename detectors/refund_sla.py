@@ -11,13 +11,21 @@ An SLA of a day makes burn rates slow to move, so the detector also watches the 
 completions over ``drain_short``, ``drain_window`` or ``drain_reference`` fall below
 ``min_drain_ratio`` of the request rate over ``drain_reference``, improbably so (Poisson
 lower tail), refunds are piling up and will breach; the finding forecasts how many at the
-current drain rate.
+current drain rate. A slower stall (half the refunds completing) is told from noise by the
+PSP's own pace: the requests' share of requests plus completions over the same window,
+against the share and overdispersion of its past windows (beta-binomial upper tail). At a
+PSP with a few dozen refunds an hour such a stall is too small to tell from the counts in
+time, but the refunds it leaves past the SLA are not: refunds pending past it, per request,
+far above their own level over the past days (and at least ``pending_burn_rate`` times the
+error budget of the hour's requests) while completions trail requests page too.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from datetime import datetime, timedelta
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -26,7 +34,12 @@ from pydantic import Field
 from bot.config.types import Duration, EnvStr, StrictModel, format_duration
 from detectors.base import Assessment, DetectorConfig, Finding, QueryRef, Severity
 from detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of
-from detectors.stats import burn_rate, count_shortfall
+from detectors.stats import (
+    burn_rate,
+    count_shortfall,
+    estimate_overdispersion,
+    proportion_excess,
+)
 
 
 class Queries(StrictModel):
@@ -80,6 +93,21 @@ class Config(DetectorConfig):
         default=timedelta(hours=1), description="the request rate completions must keep up with"
     )
     drain_false_alarm_rate: float = Field(default=1e-4, gt=0, lt=0.5)
+    pending_window: Duration = Field(
+        default=timedelta(minutes=15),
+        description="refunds pending past the SLA are read as their median over this",
+    )
+    pending_burn_rate: float = Field(
+        default=2.0,
+        gt=0,
+        description="pending refunds above their usual level, per error budget of the "
+        "hour's requests, needed to page",
+    )
+    min_history_windows: int = Field(
+        default=20,
+        ge=3,
+        description="past windows that calibrate the same-window drain test (else not run)",
+    )
 
 
 def _windows(cfg: Config) -> list[timedelta]:
@@ -158,6 +186,109 @@ def _stalled(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
     return False
 
 
+#: Past windows calibrating the same-window drain test end at least this long ago, so a
+#: stall under way is not part of its own baseline.
+_CALIBRATION_GAP = timedelta(hours=2)
+
+
+def _behind_own_pace(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
+    """Completions fell behind requests over the same window, beyond the PSP's own pace.
+
+    Over ``drain_window`` and ``drain_reference``, requests ``r`` and completions ``d`` (at
+    most ``min_drain_ratio`` of ``r``) are compared in one window, so a falling demand,
+    which completions follow, is no stall. Under the PSP's normal pace ``r`` out of
+    ``r + d`` is beta-binomial with the share and the overdispersion of its past windows
+    (one window apart, from ``_CALIBRATION_GAP`` back to the lookback, ``min_requests``
+    each): a PSP whose refunds complete in batches has a wide spread and is not paged for a
+    slow hour, a smooth one is, at ``drain_false_alarm_rate``. Without
+    ``min_history_windows`` past windows the test is not run.
+    """
+    first = max(0, i - frame.steps(lookback(cfg)))
+    for w in (cfg.drain_window, cfg.drain_reference):
+        req = frame.present(_name("requested", w)).get(key)
+        done = frame.present(_name("completed", w)).get(key)
+        if req is None or done is None or i >= len(req) or i >= len(done):
+            continue
+        r, d = float(req[i]), float(done[i])
+        if not (
+            math.isfinite(r)
+            and math.isfinite(d)
+            and r >= cfg.min_requests
+            and d < cfg.min_drain_ratio * r
+        ):
+            continue
+        last = i - frame.steps(max(_CALIBRATION_GAP, w))
+        if last < first:
+            continue
+        past = np.arange(last, first - 1, -frame.steps(w))
+        behind, total = req[past], req[past] + done[past]
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(total) & (req[past] >= cfg.min_requests) & (done[past] >= 0)
+        if ok.sum() < cfg.min_history_windows:
+            continue
+        behind, total = behind[ok], total[ok]
+        share = float(np.median(behind / total))
+        rho = estimate_overdispersion(behind, total)
+        if proportion_excess(
+            r, r + d, share, overdispersion=rho, alpha=cfg.drain_false_alarm_rate
+        ).significant:
+            return True
+    return False
+
+
+def _breaches_piling_up(cfg: Config, frame: Frame, key: LabelKey, i: int) -> float | None:
+    """How many more refunds are pending past the SLA than usual, when that pages; else None.
+
+    The gauge, read as its median over ``pending_window`` and per request over the
+    ``drain_reference`` hour (a busy hour has more of everything, a flash sale is no
+    breach), is compared with the same ratio in past windows (one ``pending_window``
+    apart, from ``_CALIBRATION_GAP`` back to the lookback): above their median by a robust
+    z (1.4826 MAD) past ``drain_false_alarm_rate``, by at least ``min_bad_events`` refunds
+    and ``pending_burn_rate`` error budgets of the hour's requests, while completions
+    trail requests over the hour (a backlog still growing, not one being worked off).
+    """
+    gauge = frame.present("pending_over_sla").get(key)
+    req = frame.present(_name("requested", cfg.drain_reference)).get(key)
+    done = frame.present(_name("completed", cfg.drain_reference)).get(key)
+    if gauge is None or req is None or done is None or i >= min(len(gauge), len(req)):
+        return None
+    r, d = float(req[i]), float(done[i])
+    if not (math.isfinite(r) and r >= cfg.min_requests and math.isfinite(d) and d < r):
+        return None
+    span = frame.steps(cfg.pending_window)
+    if i + 1 < span:
+        return None
+    now = gauge[i + 1 - span : i + 1]
+    if not np.isfinite(now).any():
+        return None
+    level = float(np.nanmedian(now))
+    if level < cfg.min_bad_events:  # cannot be min_bad_events above any usual level
+        return None
+    first = max(span - 1, i - frame.steps(lookback(cfg)))
+    last = i - frame.steps(max(_CALIBRATION_GAP, cfg.drain_reference))
+    if last < first:
+        return None
+    ends = np.arange(last, first - 1, -span)
+    blocks = np.lib.stride_tricks.sliding_window_view(gauge[: last + 1], span)[ends + 1 - span]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN block: left out
+        past = np.nanmedian(blocks, axis=1) / np.maximum(req[ends], cfg.min_requests)
+        past = past[np.isfinite(past) & (req[ends] >= cfg.min_requests)]
+    if len(past) < cfg.min_history_windows:
+        return None
+    usual = float(np.median(past))
+    spread = 1.4826 * float(np.median(np.abs(past - usual)))
+    excess = (level / r - usual) * r  # refunds above the usual share of this hour's
+    z = NormalDist().inv_cdf(1 - cfg.drain_false_alarm_rate)
+    if (
+        excess >= cfg.min_bad_events
+        and excess >= cfg.pending_burn_rate * (1 - cfg.objective) * r
+        and level / r - usual > z * spread
+    ):
+        return excess
+    return None
+
+
 def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
     sigs = signals(cfg)
     keys = set(frame.present("pending_over_sla")) | set(
@@ -186,13 +317,11 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
         req = frame.at(_name("requested", cfg.drain_window), key, i)
         done = frame.at(_name("completed", cfg.drain_window), key, i)
         drain = done / req if math.isfinite(req) and req >= cfg.min_requests else math.nan
-        stalled = _stalled(cfg, frame, key, i)
-        holding = (
-            stalled
-            or fired is not None
-            or (math.isfinite(drain) and drain < (1 + cfg.min_drain_ratio) / 2)
-        )
-        if not (stalled or fired or holding):
+        stalled = _stalled(cfg, frame, key, i) or _behind_own_pace(cfg, frame, key, i)
+        piling = _breaches_piling_up(cfg, frame, key, i)
+        breach = bool(stalled or fired or piling is not None)
+        holding = breach or (math.isfinite(drain) and drain < (1 + cfg.min_drain_ratio) / 2)
+        if not holding:
             continue
         pending = frame.at("pending_over_sla", key, i)
         backlog = max(
@@ -212,6 +341,11 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
                 f"only {drain:.0%} of refunds requested in the last "
                 f"{format_duration(cfg.drain_window)} completed; ~{per_hour:,.0f} an hour "
                 f"will miss the {format_duration(cfg.sla)} SLA at this rate"
+            )
+        if piling is not None:
+            parts.append(
+                f"{pending:,.0f} refunds pending past the {format_duration(cfg.sla)} SLA, "
+                f"~{piling:,.0f} more than usual for this many requests"
             )
         start: datetime = frame.when(max(0, i - frame.steps(cfg.drain_window)))
         finding = Finding(
@@ -238,10 +372,11 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
                 "drain_ratio": drain,
                 "pending_over_sla": pending,
                 "forecast_breaches_per_hour": per_hour,
+                "pending_above_usual": piling,
                 "objective": cfg.objective,
             },
         )
-        out.append(Assessment(key, bool(stalled or fired), holding, finding))
+        out.append(Assessment(key, breach, holding, finding))
     return out
 
 
