@@ -22,6 +22,7 @@ error budget of the hour's requests) while completions trail requests page too.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from datetime import datetime, timedelta
@@ -117,7 +118,9 @@ def _windows(cfg: Config) -> list[timedelta]:
     return sorted(ws)
 
 
+@functools.lru_cache(maxsize=256)
 def _name(kind: str, w: timedelta) -> str:
+    """The signal name of ``kind`` over ``w`` (kept: every slice asks at every step)."""
     return f"{kind}_{format_duration(w)}"
 
 
@@ -262,7 +265,8 @@ def _breaches_piling_up(cfg: Config, frame: Frame, key: LabelKey, i: int) -> flo
     if not np.isfinite(now).any():
         return None
     level = float(np.nanmedian(now))
-    if level < cfg.min_bad_events:  # cannot be min_bad_events above any usual level
+    need = max(cfg.min_bad_events, cfg.pending_burn_rate * (1 - cfg.objective) * r)
+    if level < need:  # cannot be that far above any usual level
         return None
     first = max(span - 1, i - frame.steps(lookback(cfg)))
     last = i - frame.steps(max(_CALIBRATION_GAP, cfg.drain_reference))
@@ -280,11 +284,7 @@ def _breaches_piling_up(cfg: Config, frame: Frame, key: LabelKey, i: int) -> flo
     spread = 1.4826 * float(np.median(np.abs(past - usual)))
     excess = (level / r - usual) * r  # refunds above the usual share of this hour's
     z = NormalDist().inv_cdf(1 - cfg.drain_false_alarm_rate)
-    if (
-        excess >= cfg.min_bad_events
-        and excess >= cfg.pending_burn_rate * (1 - cfg.objective) * r
-        and level / r - usual > z * spread
-    ):
+    if excess >= need and level / r - usual > z * spread:
         return excess
     return None
 

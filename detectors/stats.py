@@ -20,6 +20,7 @@ round them to the nearest integer (halves up).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -132,15 +133,28 @@ class ProportionTest:
     ``expected_rate`` the baseline rate actually tested (clipped away from 0 and 1);
     ``p_value`` is P(X >= failures) under the null, one-sided; ``lower`` and ``upper`` bound
     the failure *rate* expected at this volume: the null distribution's ``alpha`` and
-    ``1 - alpha`` quantiles divided by attempts; ``significant`` is ``p_value < alpha``.
+    ``1 - alpha`` quantiles divided by attempts; ``significant`` is ``p_value < alpha``. The
+    band is computed when first read (a detector that only asks whether a slice is
+    significant never pays for it).
     """
 
     observed_rate: float
     expected_rate: float
     p_value: float
-    lower: float
-    upper: float
     significant: bool
+    _band: Callable[[], tuple[float, float]] = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def _bounds(self) -> tuple[float, float]:
+        return self._band()
+
+    @property
+    def lower(self) -> float:
+        return self._bounds[0]
+
+    @property
+    def upper(self) -> float:
+        return self._bounds[1]
 
 
 def _log_rising(c: float, m_max: int) -> FloatArray:
@@ -179,18 +193,28 @@ def _betabinom_pmf(n: int, p: float, rho: float) -> FloatArray:
     return pmf / float(np.sum(pmf))
 
 
+def _binom_band(n: int, p: float, alpha: float) -> tuple[float, float]:
+    """The binomial's ``alpha`` and ``1 - alpha`` quantiles, as rates of ``n``."""
+    sd = math.sqrt(n * p * (1 - p))
+
+    def binom_cdf(x: int) -> float:
+        return float(special.bdtr(x, n, p)) if x < n else 1.0
+
+    return _ppf(binom_cdf, alpha, n * p, sd, n) / n, _ppf(binom_cdf, 1 - alpha, n * p, sd, n) / n
+
+
+def _fixed(lower: float, upper: float) -> tuple[float, float]:
+    return lower, upper
+
+
 def _proportion_tail_and_band(
     k: int, n: int, p: float, rho: float, alpha: float
-) -> tuple[float, int, int]:
-    """(P(X >= k), alpha quantile, 1 - alpha quantile) of the failure count under the null."""
+) -> tuple[float, Callable[[], tuple[float, float]]]:
+    """P(X >= k) of the failure count under the null, and its ``alpha`` and ``1 - alpha``
+    quantiles as rates (a callable: the binomial's are searched for only when asked)."""
     if rho == 0.0:
         tail = float(special.bdtrc(k - 1, n, p)) if k > 0 else 1.0
-        sd = math.sqrt(n * p * (1 - p))
-
-        def binom_cdf(x: int) -> float:
-            return float(special.bdtr(x, n, p)) if x < n else 1.0
-
-        return tail, _ppf(binom_cdf, alpha, n * p, sd, n), _ppf(binom_cdf, 1 - alpha, n * p, sd, n)
+        return tail, functools.partial(_binom_band, n, p, alpha)
     pmf = _betabinom_pmf(n, p, rho)
     cdf = np.cumsum(pmf)
     upper_tail = np.cumsum(pmf[::-1])[::-1]  # upper_tail[j] = P(X >= j), summed from the tail
@@ -199,7 +223,7 @@ def _proportion_tail_and_band(
     # smallest x with P(X > x) <= alpha, i.e. cdf(x) >= 1 - alpha, read off the accurate tail
     beyond = np.append(upper_tail[1:], 0.0)
     upper_q = int(np.searchsorted(-beyond, -alpha, side="left"))
-    return tail, min(lower_q, n), min(upper_q, n)
+    return tail, functools.partial(_fixed, min(lower_q, n) / n, min(upper_q, n) / n)
 
 
 def proportion_excess(
@@ -238,7 +262,7 @@ def proportion_excess(
     if n == 0 or not _finite(baseline_rate):
         rate = float(baseline_rate) if _finite(baseline_rate) else math.nan
         observed = k / n if n else math.nan
-        return ProportionTest(observed, rate, 1.0, 0.0, 1.0, False)
+        return ProportionTest(observed, rate, 1.0, False, functools.partial(_fixed, 0.0, 1.0))
     p = min(max(float(baseline_rate), _RATE_FLOOR), 1.0 - _RATE_FLOOR)
     rho = float(overdispersion)
     n_eval, k_eval = n, k
@@ -247,15 +271,14 @@ def proportion_excess(
         k_eval = min(math.floor(k * n_eval / n + 0.5), n_eval)
         inflation = n_eval / n * (1.0 + (n - 1) * rho)  # variance factor needed at n_eval
         rho = min(max((inflation - 1.0) / (n_eval - 1), 0.0), 1.0 - 1e-9)
-    tail, lo, hi = _proportion_tail_and_band(k_eval, n_eval, p, rho, alpha)
+    tail, band = _proportion_tail_and_band(k_eval, n_eval, p, rho, alpha)
     p_value = min(max(tail, 0.0), 1.0)
     return ProportionTest(
         observed_rate=k / n,
         expected_rate=p,
         p_value=p_value,
-        lower=lo / n_eval,
-        upper=hi / n_eval,
         significant=p_value < alpha,
+        _band=band,
     )
 
 
@@ -307,16 +330,27 @@ class CountTest:
     """Result of ``count_shortfall`` / ``count_excess``.
 
     ``p_value`` is the tail probability in the tested direction; ``lower`` and ``upper`` are
-    the ``alpha`` and ``1 - alpha`` quantiles of the *count* expected (not a rate);
-    ``significant`` is ``p_value < alpha``.
+    the ``alpha`` and ``1 - alpha`` quantiles of the *count* expected (not a rate), computed
+    when first read; ``significant`` is ``p_value < alpha``.
     """
 
     observed: float
     expected: float
     p_value: float
-    lower: float
-    upper: float
     significant: bool
+    _band: Callable[[], tuple[float, float]] = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def _bounds(self) -> tuple[float, float]:
+        return self._band()
+
+    @property
+    def lower(self) -> float:
+        return self._bounds[0]
+
+    @property
+    def upper(self) -> float:
+        return self._bounds[1]
 
 
 def _ppf(cdf: Callable[[int], float], q: float, mean: float, sd: float, cap: int | None) -> int:
@@ -384,7 +418,7 @@ def _count_test(
     if not (_finite(dispersion) and dispersion >= 0.0):
         raise ValueError(f"dispersion must be >= 0, got {dispersion!r}")
     if not _finite(expected):
-        return CountTest(observed, expected, 1.0, 0.0, math.inf, False)
+        return CountTest(observed, expected, 1.0, False, functools.partial(_fixed, 0.0, math.inf))
     dist = _count_dist(expected, dispersion)
     k = _as_count(observed)
     p_value = dist.cdf(k) if lower_tail else dist.sf_ge(k)
@@ -393,10 +427,13 @@ def _count_test(
         observed=observed,
         expected=expected,
         p_value=p_value,
-        lower=float(dist.ppf(alpha)),
-        upper=float(dist.ppf(1 - alpha)),
         significant=p_value < alpha,
+        _band=functools.partial(_count_band, dist, alpha),
     )
+
+
+def _count_band(dist: _CountDist, alpha: float) -> tuple[float, float]:
+    return float(dist.ppf(alpha)), float(dist.ppf(1 - alpha))
 
 
 def count_shortfall(
