@@ -89,15 +89,18 @@ def minute_counts(
     """
     n_arr = frame.rolled(num, 0, dims).get(key)
     d_arr = frame.rolled(den, 0, dims).get(key)
-    if n_arr is None or d_arr is None or i >= len(d_arr):
+    if n_arr is None or d_arr is None or i >= len(d_arr) or i >= len(n_arr):
         return None
-    idx = frame.whole_windows(i, timedelta(minutes=1), timedelta(minutes=n))
-    if len(idx) < n:
+    per = frame.steps(_MINUTE)
+    first = i - (n - 1) * per
+    if first < 0:
         return None
-    nums, dens = n_arr[idx], d_arr[idx]
-    if not (np.all(np.isfinite(nums)) and np.all(np.isfinite(dens))):
+    # newest first, one value per minute (a step of a minute: a reversed slice, no copy)
+    rows = slice(i, first - 1 if first else None, -per)
+    nums, dens = n_arr[rows], d_arr[rows]
+    if not math.isfinite(float(nums.sum()) + float(dens.sum())):  # a NaN or inf in either
         return None
-    if not allow_empty and not np.all(dens > 0):
+    if not allow_empty and float(dens.min()) <= 0:
         return None
     factors = frame.series(
         ("minute_factor", den, reference, dims, key, window),
@@ -136,6 +139,7 @@ def _minute_factors(
     return out
 
 
+_MINUTE = timedelta(minutes=1)
 MINUTE_ALPHA = 0.01  # what is left of a rise once its two worst minutes are set aside
 BLIP_MINUTES = 2  # a blip this many minutes long must never page
 
