@@ -239,8 +239,11 @@ def _behind_own_pace(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
     return False
 
 
-def _breaches_piling_up(cfg: Config, frame: Frame, key: LabelKey, i: int) -> float | None:
-    """How many more refunds are pending past the SLA than usual, when that pages; else None.
+def _breaches_piling_up(
+    cfg: Config, frame: Frame, key: LabelKey, i: int
+) -> tuple[float, float] | None:
+    """How many refunds are pending past the SLA, and how many more than usual, when that
+    pages; else None.
 
     The gauge, read as its median over ``pending_window`` and per request over the
     ``drain_reference`` hour (a busy hour has more of everything, a flash sale is no
@@ -285,7 +288,7 @@ def _breaches_piling_up(cfg: Config, frame: Frame, key: LabelKey, i: int) -> flo
     excess = (level / r - usual) * r  # refunds above the usual share of this hour's
     z = NormalDist().inv_cdf(1 - cfg.drain_false_alarm_rate)
     if excess >= need and level / r - usual > z * spread:
-        return excess
+        return level, excess
     return None
 
 
@@ -337,15 +340,20 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
                 f"{format_duration(fired.long)} and {format_duration(fired.short)}"
             )
         if stalled:
-            parts.append(
+            share = (
                 f"only {drain:.0%} of refunds requested in the last "
-                f"{format_duration(cfg.drain_window)} completed; ~{per_hour:,.0f} an hour "
-                f"will miss the {format_duration(cfg.sla)} SLA at this rate"
+                f"{format_duration(cfg.drain_window)} completed"
+                if math.isfinite(drain)
+                else "completions fell behind requests"
+            )
+            parts.append(
+                f"{share}; ~{per_hour:,.0f} an hour will miss the "
+                f"{format_duration(cfg.sla)} SLA at this rate"
             )
         if piling is not None:
             parts.append(
-                f"{pending:,.0f} refunds pending past the {format_duration(cfg.sla)} SLA, "
-                f"~{piling:,.0f} more than usual for this many requests"
+                f"{piling[0]:,.0f} refunds pending past the {format_duration(cfg.sla)} SLA, "
+                f"~{piling[1]:,.0f} more than usual for this many requests"
             )
         start: datetime = frame.when(max(0, i - frame.steps(cfg.drain_window)))
         finding = Finding(
@@ -372,7 +380,7 @@ def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
                 "drain_ratio": drain,
                 "pending_over_sla": pending,
                 "forecast_breaches_per_hour": per_hour,
-                "pending_above_usual": piling,
+                "pending_above_usual": None if piling is None else piling[1],
                 "objective": cfg.objective,
             },
         )

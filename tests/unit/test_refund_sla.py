@@ -83,13 +83,15 @@ def paced_frame(
     last_hour_drain: float,
     lumpy: bool = False,
     demand_after: float | None = None,
+    pending: np.ndarray | None = None,
     seed: int = 3,
 ) -> Frame:
     """Three days of a PSP's refunds at ``per_min`` requests a minute, completed at the
     same pace one by one (Poisson noise), or at a pace that wanders from a third to
     five thirds of it from one half hour to the next, keeping up on average (``lumpy``); in
     the last hour only ``last_hour_drain`` of the requests complete, or the demand falls to
-    ``demand_after`` a minute and completions follow it."""
+    ``demand_after`` a minute and completions follow it. Refunds pending past the SLA are
+    ``pending`` (default: about 3, Poisson noise)."""
     rng = np.random.default_rng(seed)
     n = DAYS3
     requested = rng.poisson(per_min, n).astype(float)
@@ -109,7 +111,9 @@ def paced_frame(
             window = c[1:] - c[np.maximum(0, np.arange(1, n + 1) - m)]
             f.put(rs._name(name, w), 0, {KEY: window})
         f.put(rs._name("late", w), 0, {KEY: np.zeros(n)})
-    f.put("pending_over_sla", 0, {KEY: np.full(n, 3.0)})
+    if pending is None:
+        pending = rng.poisson(3.0, n).astype(float)
+    f.put("pending_over_sla", 0, {KEY: pending})
     return f
 
 
@@ -156,3 +160,70 @@ def test_without_enough_past_windows_the_own_pace_test_is_not_run() -> None:
 def verdict_at(cfg: rs.Config, fr: Frame) -> rs.Assessment | None:
     out = rs.assess(cfg, fr, fr.n - 1)
     return out[0] if out else None
+
+
+# --- refunds left past the SLA ----------------------------------------------------------------
+
+
+def rising_pending(rng_seed: int = 5, rise: float = 15.0, scale: float = 1.0) -> np.ndarray:
+    """About 3 refunds pending past the SLA (times ``scale``), rising by ``rise`` over the
+    last 90 minutes."""
+    rng = np.random.default_rng(rng_seed)
+    g = rng.poisson(3.0 * scale, DAYS3).astype(float)
+    g[-90:] += np.linspace(0, rise, 90).round()
+    return g
+
+
+def test_refunds_piling_up_past_the_sla_page_when_the_counts_cannot_tell() -> None:
+    """A PSP with ~45 refunds an hour completing 70 % of them: too few to tell from the
+    counts, but the refunds past the SLA have grown from about 3 to about 18."""
+    cfg = rs.Config()
+    fr = paced_frame(cfg, 0.75, last_hour_drain=0.7, pending=rising_pending())
+    i = DAYS3 - 1
+    assert not rs._stalled(cfg, fr, KEY, i) and not rs._behind_own_pace(cfg, fr, KEY, i)
+    piling = rs._breaches_piling_up(cfg, fr, KEY, i)
+    assert piling is not None and piling[0] >= 15 and piling[1] >= 10
+    v = verdict_at(cfg, fr)
+    assert v is not None and v.breach
+    assert "17 refunds pending past the 1d SLA, ~14 more than usual" in v.finding.title
+
+
+def test_pending_refunds_within_their_usual_range_do_not_page() -> None:
+    cfg = rs.Config()
+    for seed in range(5):
+        fr = paced_frame(cfg, 0.75, last_hour_drain=0.7, pending=rising_pending(seed, rise=0))
+        assert rs._breaches_piling_up(cfg, fr, KEY, DAYS3 - 1) is None
+
+
+def test_more_pending_refunds_in_a_busier_hour_are_no_breach() -> None:
+    """A flash sale at a PSP that always has some 10 refunds past the SLA: requests,
+    completions and the pending gauge all three times usual."""
+    cfg = rs.Config()
+    g = rising_pending(rise=0, scale=10 / 3)
+    g[-60:] = np.random.default_rng(9).poisson(30.0, 60)
+    fr = paced_frame(cfg, 0.75, last_hour_drain=0.7, demand_after=2.25, pending=g)
+    i = DAYS3 - 1
+    done = fr.at(rs._name("completed", cfg.drain_reference), KEY, i)
+    assert done < fr.at(rs._name("requested", cfg.drain_reference), KEY, i)  # lagging
+    assert rs._breaches_piling_up(cfg, fr, KEY, i) is None
+
+
+def test_pending_refunds_being_worked_off_do_not_page() -> None:
+    """The gauge is still up, but completions now outrun requests: the backlog drains."""
+    cfg = rs.Config()
+    fr = paced_frame(cfg, 0.75, last_hour_drain=2.5, pending=rising_pending())
+    i = DAYS3 - 1
+    done = fr.at(rs._name("completed", cfg.drain_reference), KEY, i)
+    assert done > fr.at(rs._name("requested", cfg.drain_reference), KEY, i)
+    assert rs._breaches_piling_up(cfg, fr, KEY, i) is None
+
+
+def test_a_pending_gauge_that_wanders_is_not_paged_at_the_top_of_its_usual_range() -> None:
+    """Some 20 refunds past the SLA, swinging by 8 either way every six hours: 28 now is
+    8 above the usual level, over ``min_bad_events``, but within its own spread."""
+    cfg = rs.Config()
+    t = np.arange(DAYS3)
+    wave = 20 + 8 * np.sin(2 * np.pi * (t - t[-1]) / 360 + np.pi / 2)  # at its top now
+    g = np.random.default_rng(4).poisson(wave).astype(float)
+    fr = paced_frame(cfg, 0.75, last_hour_drain=0.7, pending=g)
+    assert rs._breaches_piling_up(cfg, fr, KEY, DAYS3 - 1) is None
