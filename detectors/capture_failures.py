@@ -9,7 +9,8 @@ judged over ``long_window`` instead, with each of the last three windows still f
 against the allowance, or against the PSP's own failure rate over the ``baseline`` before
 (beta-binomial, with the overdispersion of its windows) when it is cleaner than the
 allowance, so 1 % failing at a PSP that fails 0.2 % of its 200 captures every 5 minutes is
-raised while the same 1 % at a PSP that always fails 0.8 % is not.
+raised within the half hour, while the same 1 % at a PSP that always fails 0.8 % is only
+judged against the allowance. These persistent tests run at ``sustained_false_alarm_rate``.
 """
 
 from __future__ import annotations
