@@ -125,8 +125,26 @@ def robust_baseline(history: Sequence[float | None], *, min_points: int = 1) -> 
 # --- proportions (declines, failures) --------------------------------------------------------
 
 
+class _LazyBand:
+    """``lower`` and ``upper`` from a test's ``_band``, computed when first read."""
+
+    _band: Callable[[], tuple[float, float]]
+
+    @functools.cached_property
+    def _bounds(self) -> tuple[float, float]:
+        return self._band()
+
+    @property
+    def lower(self) -> float:
+        return self._bounds[0]
+
+    @property
+    def upper(self) -> float:
+        return self._bounds[1]
+
+
 @dataclass(frozen=True)
-class ProportionTest:
+class ProportionTest(_LazyBand):
     """Result of ``proportion_excess``.
 
     ``observed_rate`` is failures / attempts after rounding (NaN without attempts);
@@ -143,18 +161,6 @@ class ProportionTest:
     p_value: float
     significant: bool
     _band: Callable[[], tuple[float, float]] = field(repr=False, compare=False)
-
-    @functools.cached_property
-    def _bounds(self) -> tuple[float, float]:
-        return self._band()
-
-    @property
-    def lower(self) -> float:
-        return self._bounds[0]
-
-    @property
-    def upper(self) -> float:
-        return self._bounds[1]
 
 
 def _log_rising(c: float, m_max: int) -> FloatArray:
@@ -326,7 +332,7 @@ def estimate_overdispersion_rows(failures: np.ndarray, attempts: np.ndarray) -> 
 
 
 @dataclass(frozen=True)
-class CountTest:
+class CountTest(_LazyBand):
     """Result of ``count_shortfall`` / ``count_excess``.
 
     ``p_value`` is the tail probability in the tested direction; ``lower`` and ``upper`` are
@@ -339,18 +345,6 @@ class CountTest:
     p_value: float
     significant: bool
     _band: Callable[[], tuple[float, float]] = field(repr=False, compare=False)
-
-    @functools.cached_property
-    def _bounds(self) -> tuple[float, float]:
-        return self._band()
-
-    @property
-    def lower(self) -> float:
-        return self._bounds[0]
-
-    @property
-    def upper(self) -> float:
-        return self._bounds[1]
 
 
 def _ppf(cdf: Callable[[int], float], q: float, mean: float, sd: float, cap: int | None) -> int:
