@@ -61,17 +61,19 @@ class SourceHealth:
             log.warning("data source %s is failing: %s", name, error)
 
     def snapshot(self) -> dict[str, Any]:
+        return self.state()[1]
+
+    def state(self) -> tuple[bool, dict[str, Any]]:
+        """Whether every source answered its last probe, and what ``snapshot`` shows, read
+        together (a probe between two reads would report ready with no source in the body)."""
         with self.lock:
-            return {
+            ok = bool(self.last_ok) and not self.last_error
+            return ok, {
                 "sources": {
                     name: {"last_ok": self.last_ok.get(name), "error": self.last_error.get(name)}
                     for name in sorted(set(self.last_ok) | set(self.last_error))
                 }
             }
-
-    def all_ok(self) -> bool:
-        with self.lock:
-            return bool(self.last_ok) and not self.last_error
 
 
 def slack_sender(settings: Settings, store: Any, holder: str = "paytriage") -> Any:
@@ -201,14 +203,15 @@ def run_forever(settings: Settings) -> int:
     scheduler.start()
 
     def ready() -> tuple[bool, dict[str, Any]]:
+        sources_ok, sources = health.state()
         body = {
-            **health.snapshot(),
+            **sources,
             "replica": {"id": lease.holder, "leader": lease.valid(), "epoch": lease.epoch},
             "detectors": first.health.snapshot(),
             "last_cycle": {k: v for k, v in last_cycle.items() if k != "changes"},
             "outbox_depth": store.outbox_depth(),
         }
-        return health.all_ok() and not last_cycle.get("error"), body
+        return sources_ok and not last_cycle.get("error"), body
 
     interactive = None
     if settings.slack.enabled:
