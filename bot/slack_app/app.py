@@ -155,7 +155,7 @@ class Handlers:
             return  # answered in the acknowledgement
         user = str(body.get("user_id") or "")
         answer = respond if body.get("response_url") else None  # Slack always sends one
-        where = Where(user, body.get("channel_id"), "command", respond=answer)
+        where = Where(user, _opt(body.get("channel_id")), "command", respond=answer)
         self._guarded(where, lambda: self._dispatch(cmd, where))
 
     def on_mention(self, event: dict[str, Any]) -> None:
@@ -165,10 +165,10 @@ class Handlers:
         cmd = parse(strip_mention(str(event.get("text") or "")), self.detectors)
         where = Where(
             str(user),
-            event.get("channel"),
+            _opt(event.get("channel")),
             "mention",
-            thread_ts=event.get("thread_ts"),
-            message_ts=event.get("ts"),
+            thread_ts=_opt(event.get("thread_ts")),
+            message_ts=_opt(event.get("ts")),
         )
         self._guarded(where, lambda: self._dispatch(cmd, where))
 
