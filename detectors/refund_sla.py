@@ -194,6 +194,17 @@ def _stalled(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
 _CALIBRATION_GAP = timedelta(hours=2)
 
 
+def _calibration_ends(
+    cfg: Config, frame: Frame, i: int, reach: timedelta, stride: int, earliest: int = 0
+) -> np.ndarray:
+    """Indices of the past windows that calibrate a test at i, newest first, ``stride``
+    apart: from ``_CALIBRATION_GAP`` (or ``reach``, what the test reads at i, if longer)
+    before i back to the lookback, none before ``earliest``; empty when there are none."""
+    first = max(earliest, i - frame.steps(lookback(cfg)))
+    last = i - frame.steps(max(_CALIBRATION_GAP, reach))
+    return np.arange(last, first - 1, -stride) if last >= first else np.arange(0)
+
+
 def _behind_own_pace(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
     """Completions fell behind requests over the same window, beyond the PSP's own pace.
 
@@ -202,11 +213,10 @@ def _behind_own_pace(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
     which completions follow, is no stall. Under the PSP's normal pace ``r`` out of
     ``r + d`` is beta-binomial with the share and the overdispersion of its past windows
     (one window apart, from ``_CALIBRATION_GAP`` back to the lookback, ``min_requests``
-    each): a PSP whose refunds complete in batches has a wide spread and is not paged for a
+    each): a PSP whose refunds complete in lumps has a wide spread and is not paged for a
     slow hour, a smooth one is, at ``drain_false_alarm_rate``. Without
     ``min_history_windows`` past windows the test is not run.
     """
-    first = max(0, i - frame.steps(lookback(cfg)))
     for w in (cfg.drain_window, cfg.drain_reference):
         req = frame.present(_name("requested", w)).get(key)
         done = frame.present(_name("completed", w)).get(key)
@@ -220,10 +230,7 @@ def _behind_own_pace(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
             and d < cfg.min_drain_ratio * r
         ):
             continue
-        last = i - frame.steps(max(_CALIBRATION_GAP, w))
-        if last < first:
-            continue
-        past = np.arange(last, first - 1, -frame.steps(w))
+        past = _calibration_ends(cfg, frame, i, w, frame.steps(w))
         behind, total = req[past], req[past] + done[past]
         with np.errstate(invalid="ignore"):
             ok = np.isfinite(total) & (req[past] >= cfg.min_requests) & (done[past] >= 0)
@@ -271,12 +278,10 @@ def _breaches_piling_up(
     need = max(cfg.min_bad_events, cfg.pending_burn_rate * (1 - cfg.objective) * r)
     if level < need:  # cannot be that far above any usual level
         return None
-    first = max(span - 1, i - frame.steps(lookback(cfg)))
-    last = i - frame.steps(max(_CALIBRATION_GAP, cfg.drain_reference))
-    if last < first:
+    ends = _calibration_ends(cfg, frame, i, cfg.drain_reference, span, earliest=span - 1)
+    if not len(ends):
         return None
-    ends = np.arange(last, first - 1, -span)
-    blocks = np.lib.stride_tricks.sliding_window_view(gauge[: last + 1], span)[ends + 1 - span]
+    blocks = np.lib.stride_tricks.sliding_window_view(gauge[: ends[0] + 1], span)[ends + 1 - span]
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN block: left out
         past = np.nanmedian(blocks, axis=1) / np.maximum(req[ends], cfg.min_requests)

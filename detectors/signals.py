@@ -460,8 +460,6 @@ def rollup(
     """
     if isinstance(series, Rows):
         return series.rolled(tuple(sorted(dims)))
-    if not series:
-        return {}
     return _rollup_matrix(series, None, tuple(sorted(dims)))
 
 
