@@ -375,17 +375,19 @@ def settings_for(url: str, tmp: Path) -> Any:
 
 
 class NoPipeline:
-    """Stands in for the incident pipeline: records what the detectors handed it."""
+    """Stands in for the incident pipeline: records what the detectors handed it (how many
+    findings, which history blocks held data; not the frames, which the real pipeline lets
+    go after each step too: kept, they would hold last cycle's blocks during the next)."""
 
     def __init__(self) -> None:
         self.active = 0
-        self.frames: dict[str, Any] = {}
+        self.coverage: dict[str, str] = {}
 
     def step(self, events: list[Any], active: list[Any], at: datetime, frames: Any) -> Any:
         from bot.pipeline import StepReport
 
         self.active = len(active)
-        self.frames = dict(frames)
+        self.coverage = history_coverage(frames)
         return StepReport()
 
 
@@ -515,7 +517,7 @@ def child_cycles(
                 "body_bytes": sum(c.body for c in mine),
             }
         errors.update(cycle.health.last_error)
-        cov = history_coverage(pipeline.frames)
+        cov = pipeline.coverage
         coverage.update({k: min(v, coverage.get(k, v)) for k, v in cov.items()})
         return {
             "at": at.isoformat(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import itertools
 import logging
 import math
 import zlib
@@ -34,10 +35,13 @@ log = logging.getLogger(__name__)
 MAX_POINTS_PER_QUERY = 1_440
 # Values per range answer the fetches aim at (series x steps), and the steps of a first
 # request, before the number of series is known.
-POINTS_PER_ANSWER = 60_000
+POINTS_PER_ANSWER = 30_000
 FIRST_STEPS = 60
 FETCH_WORKERS = 4
 HISTORY_MARGIN = timedelta(minutes=30)
+# A replay steps each detector through segments of this much time (or twice its lookback),
+# each in a frame of its own, so a backtest's memory does not grow with its length.
+REPLAY_SEGMENT = timedelta(hours=6)
 
 
 def detector_module(detector_id: str) -> ModuleType | None:
@@ -97,7 +101,7 @@ def fetch_frame(
         if cache is not None:
             # A block in the past may be read ahead, up to the present moment (``end``).
             return cache.grid(source, signals[name], off.seconds, t0, t1, step, until=end)
-        return Grid.place(range_chunked(source, signals[name], t0, t1, step), t0, step, t1)
+        return range_grid(source, signals[name], t0, t1, step)
 
     with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
         futures = [pool.submit(one, job) for job in jobs]
@@ -144,19 +148,25 @@ class Grid:
         step_s = step.total_seconds()
         columns = round((t1 - t0) / step) + 1
         index: dict[LabelKey, int] = {} if base is None else {k: r for r, k in enumerate(base.keys)}
-        placed = []
-        for s in series:
-            key = label_key(s.labels)
-            row = index.setdefault(key, len(index))
-            placed.append((row, np.asarray(s.timestamps, float), np.asarray(s.values, float)))
-        values = np.full((len(index), columns), np.nan)
+        # Written as the series arrive (a chunked read's answers are let go one by one);
+        # rows grow by doubling when a new series appears.
+        values = np.full((max(len(index), 1), columns), np.nan)
         if base is not None and base_cols:
             values[: len(base.keys), :base_cols] = base.values[:, :base_cols]
         t0_s = t0.timestamp()
-        for row, ts, vs in placed:
+        for s in series:
+            key = label_key(s.labels)
+            row = index.setdefault(key, len(index))
+            if row >= len(values):
+                grown = np.full((2 * len(values), columns), np.nan)
+                grown[: len(values)] = values
+                values = grown
+            ts, vs = np.asarray(s.timestamps, float), np.asarray(s.values, float)
             idx = np.rint((ts - t0_s) / step_s).astype(np.int64)
             ok = (idx >= 0) & (idx < columns)
             values[row, idx[ok]] = vs[ok]
+        if len(values) > len(index):
+            values = values[: len(index)].copy()  # not a view that keeps the spare rows
         return cls._present(tuple(index), values)
 
     def rows(self) -> Rows:
@@ -189,6 +199,49 @@ class Grid:
         return cls(keys, values)
 
 
+def range_answers(
+    source: MetricsSource,
+    query: str,
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    points: int = POINTS_PER_ANSWER,
+) -> Iterator[list[Series]]:
+    """``source.query_range`` over any length, in requests Prometheus accepts, answer by
+    answer (a caller that places each as it comes holds one answer at a time, not all).
+
+    The first request covers ``FIRST_STEPS`` steps; each next one as many as keep an
+    answer near ``points`` values for the number of series the last one had (at most
+    ``MAX_POINTS_PER_QUERY``). A parsed answer takes about 150 bytes a value before it is
+    placed (a list, a float and a string for each ``[ts, "value"]``), and fetches run a few
+    at a time: an answer of a thousand series by a day of minutes would be hundreds of
+    megabytes, and slow enough to meet the source's timeout."""
+    steps = FIRST_STEPS
+    t = start
+    while t <= end:
+        t_end = min(end, t + step * (steps - 1))
+        answer = source.query_range(query, t, t_end, step)
+        yield answer
+        steps = max(FIRST_STEPS, min(MAX_POINTS_PER_QUERY, points // max(1, len(answer))))
+        t = t_end + step
+
+
+def range_grid(
+    source: MetricsSource,
+    query: str,
+    t0: datetime,
+    t1: datetime,
+    step: timedelta,
+    base: Grid | None = None,
+    base_cols: int = 0,
+    points: int = POINTS_PER_ANSWER,
+) -> Grid:
+    """:func:`range_answers` from ``t0 + base_cols`` steps to ``t1`` placed on the grid from
+    ``t0`` to ``t1`` as each answer arrives (see :meth:`Grid.place` for ``base``)."""
+    answers = range_answers(source, query, t0 + step * base_cols, t1, step, points)
+    return Grid.place(itertools.chain.from_iterable(answers), t0, step, t1, base, base_cols)
+
+
 def range_chunked(
     source: MetricsSource,
     query: str,
@@ -197,21 +250,8 @@ def range_chunked(
     step: timedelta,
     points: int = POINTS_PER_ANSWER,
 ) -> list[Series]:
-    """``source.query_range`` over any length, in requests Prometheus accepts, merged.
-
-    The first request covers ``FIRST_STEPS`` steps; each next one as many as keep an
-    answer near ``points`` values for the number of series the last one had (at most
-    ``MAX_POINTS_PER_QUERY``): an answer of a thousand series by a day of minutes is
-    hundreds of megabytes once parsed, and slow enough to meet the source's timeout."""
-    answers: list[list[Series]] = []
-    steps = FIRST_STEPS
-    t = start
-    while t <= end:
-        t_end = min(end, t + step * (steps - 1))
-        answer = source.query_range(query, t, t_end, step)
-        answers.append(answer)
-        steps = max(FIRST_STEPS, min(MAX_POINTS_PER_QUERY, points // max(1, len(answer))))
-        t = t_end + step
+    """:func:`range_answers` merged into one series per label set."""
+    answers = list(range_answers(source, query, start, end, step, points))
     if len(answers) == 1:  # the live cycle's case: nothing to merge
         return answers[0]
     parts: dict[LabelKey, list[Series]] = {}
@@ -284,6 +324,7 @@ class RangeCache:
             or (not shift and t1 < held.t1)
         ):
             held = None  # not an extension of what is held: read in full
+            del self._held[key]  # and let it go before the read, not after
         reach = t1
         if shift and until is not None and until > t1:
             ahead = self.ahead
@@ -292,16 +333,14 @@ class RangeCache:
                 ahead = step * (1 + zlib.crc32(f"{query}|{shift}".encode()) % steps)
             reach = t1 + min(ahead, until - t1) // step * step
         if held is None:
-            answer = range_chunked(source, query, t0, reach, step)
-            held = _Held(t0, reach, step, Grid.place(answer, t0, step, reach))
+            held = _Held(t0, reach, step, range_grid(source, query, t0, reach, step))
         elif not shift or t1 > held.t1:
             since = held.t1 - self.refresh if not shift else held.t1 + step
             since = max(t0, since)
             since = t0 + ((since - t0) // step) * step  # on the grid
-            fresh = range_chunked(source, query, since, reach, step)
             skip, kept = (t0 - held.t0) // step, (since - t0) // step
             base = Grid(held.grid.keys, held.grid.values[:, skip : skip + kept])
-            held = _Held(t0, reach, step, Grid.place(fresh, t0, step, reach, base, kept))
+            held = _Held(t0, reach, step, range_grid(source, query, t0, reach, step, base, kept))
         self._held[key] = held
         return held.grid.columns((t0 - held.t0) // step, (t1 - t0) // step + 1)
 
@@ -407,30 +446,61 @@ def replay(
     start: datetime,
     end: datetime,
     step: timedelta,
+    segment: timedelta | None = None,
 ) -> Replay:
     """Step every detector from ``start`` to ``end`` as the live bot would have, no look-ahead.
 
-    Each detector's signals are fetched once for ``[start - lookback, end]``; the next
-    detector's are fetched while one steps through its own, and a frame is let go once
-    stepped (a backtest of days over a wide platform holds one or two frames, not all).
+    Each detector steps through ``[start, end]`` in segments of ``segment`` (default:
+    ``REPLAY_SEGMENT``, or twice its lookback if longer), each in a frame of its own that
+    begins a lookback before it: a frame of two days over a wide platform is hundreds of
+    megabytes, a segment's a fifth of that. A range cache per detector carries what one
+    segment read into the next, so each minute is fetched once, as live; the detector's
+    state (persistence, hysteresis, what it has raised) runs on across segments as it does
+    from minute to minute. The next segment is fetched while one is stepped, and a frame is
+    let go once stepped.
     """
     events: list[Event] = []
     failed: dict[str, str] = {}
+    jobs: list[tuple[DetectorRun, datetime, datetime, int]] = []
+    for run in runs:
+        # Evaluation times are start + k * every steps; each segment begins on one of them.
+        every = max(1, math.ceil(run.cfg.interval / step))
+        seg = max(REPLAY_SEGMENT, 2 * run.lookback()) if segment is None else segment
+        length = max(seg, step * every) // (step * every) * every
+        t = start
+        while t <= end:
+            jobs.append((run, t, min(end, t + step * (length - 1)), every))
+            t += step * length
 
-    def fetch(run: DetectorRun) -> Frame:
+    # A segment's lookback is the end of the one before: the detector's range cache reads
+    # only what is new (history is complete: nothing to re-read, nothing to read ahead), and
+    # is let go after its last segment.
+    caches: dict[int, RangeCache] = {}
+
+    def fetch(job: tuple[DetectorRun, datetime, datetime, int]) -> Frame:
+        run, t0, t1, _ = job
+        cache = caches.setdefault(id(run), RangeCache(refresh=timedelta(0), ahead=timedelta(0)))
         return fetch_frame(
-            source, run.signals(), run.offsets(), start - run.lookback(), end, step, run.history()
+            source,
+            run.signals(),
+            run.offsets(),
+            t0 - run.lookback(),
+            t1,
+            step,
+            run.history(),
+            cache=cache,
         )
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fetch, runs[0]) if runs else None
-        for k, run in enumerate(runs):
+        pending = pool.submit(fetch, jobs[0]) if jobs else None
+        for k, (run, t0, _, every) in enumerate(jobs):
             assert pending is not None
             frame = pending.result()
-            pending = pool.submit(fetch, runs[k + 1]) if k + 1 < len(runs) else None
+            pending = pool.submit(fetch, jobs[k + 1]) if k + 1 < len(jobs) else None
+            if pending is not None and jobs[k + 1][0] is not run:
+                caches.pop(id(run), None)  # its last segment: the frame holds what it needs
             failed.update({f"{run.cfg.id}.{n}": v for n, v in frame.failed.items()})
-            every = max(1, math.ceil(run.cfg.interval / step))
-            for i in range(frame.index(start), frame.n, every):
+            for i in range(frame.index(t0), frame.n, every):
                 events.extend(run.step(frame, i))
             del frame
     events.sort(key=lambda e: e.at)

@@ -112,6 +112,29 @@ def test_every_detector_on_the_day_finds_each_incident_once_and_nothing_else(
     assert "will miss the 1d SLA" in refunds.title
 
 
+def test_a_replay_in_segments_sees_what_one_in_a_single_frame_sees(stack: Stack) -> None:
+    """A backtest fetches each detector's signals a few hours at a time (its memory is one
+    segment's, not the range's); detector state runs on across segments, and each segment
+    brings its own lookback, so no detector sees less, or more, than it would live."""
+    prom = PrometheusSource(PrometheusConfig(url=stack.prometheus_url))
+    start = DATA_START + timedelta(hours=1)
+
+    def events(segment: timedelta) -> list[tuple[str, str, str, str, float]]:
+        runs, _ = runs_for(DetectorsConfig().enabled(), M)
+        result = replay(prom, runs, start, DATA_END, M, segment=segment)
+        assert result.failed == {}
+        return [
+            (e.kind, e.at.isoformat(), e.finding.detector, e.finding.title, e.finding.observed)
+            for e in result.events
+        ]
+
+    whole = events(DATA_END - start + M)
+    assert {kind for kind, *_ in whole} == {"raised", "cleared"}
+    # segments of 37 minutes: boundaries fall inside every incident of the day, during
+    # its persistence wait, while it is open and while it clears
+    assert events(37 * M) == whole
+
+
 def test_anomaly_on_a_user_signal_finds_the_latency_jump(stack: Stack) -> None:
     from detectors.anomaly import Config as AnomalyConfig
     from detectors.anomaly import Signal

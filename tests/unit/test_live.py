@@ -293,3 +293,65 @@ def test_the_range_cache_reads_a_past_block_ahead_once_and_never_again() -> None
     assert [(start, end) for _, start, end in later] == [
         (a.timestamp(), b.timestamp()) for a, b in want
     ]
+
+
+class Churning(Counting):
+    """Series that come and go: adyen always, stripe from T0 - 2h, klarna only from
+    T0 - 5h to T0 - 4h, and a fourth, fifth and sixth PSP in the last hour (more series in
+    a later answer than the first had: the grid grows while it is written)."""
+
+    def query_range(
+        self, promql: str, start: datetime, end: datetime, step: object
+    ) -> list[object]:
+        from datetime import timedelta
+
+        from bot.sources.base import Series
+
+        out = []
+        for s in super().query_range(promql, start, end, step):
+            assert isinstance(s, Series)
+            out.append(s)
+        adyen = out[0]
+        spans = {
+            "klarna": (T0 - timedelta(hours=5), T0 - timedelta(hours=4)),
+            "stripe": (T0 - timedelta(hours=2), T0 + timedelta(days=1)),
+            "braintree": (T0 - timedelta(hours=1), T0 + timedelta(days=1)),
+            "worldpay": (T0 - timedelta(hours=1), T0 + timedelta(days=1)),
+            "mollie": (T0 - timedelta(hours=1), T0 + timedelta(days=1)),
+        }
+        for psp, (lo, hi) in spans.items():
+            keep = (adyen.timestamps >= lo.timestamp()) & (adyen.timestamps < hi.timestamp())
+            if keep.any():
+                ts = adyen.timestamps[keep]
+                out.append(Series({"psp": psp}, ts, ts / 60.0 % 13 + len(psp)))
+        return [out[0], *out[2:]]
+
+
+def test_a_range_read_in_chunks_is_placed_as_it_arrives_and_equals_the_merged_read() -> None:
+    from datetime import timedelta
+
+    import numpy as np
+
+    from bot.detection import Grid, range_chunked, range_grid
+
+    src = Churning()
+    step = timedelta(minutes=1)
+    t0, t1 = T0 - timedelta(hours=6), T0
+    got = range_grid(src, "q", t0, t1, step, points=200)
+    chunks = len(src.asked)
+    merged = Grid.place(range_chunked(src, "q", t0, t1, step, points=200), t0, step, t1)
+    assert chunks > 2  # read in several answers, the first with one series only
+    assert got.keys == merged.keys
+    order = ["adyen", "klarna", "stripe", "braintree", "worldpay", "mollie"]
+    assert [dict(k)["psp"] for k in got.keys] == order
+    assert got.values.shape == (6, 361) and got.values.base is None  # no spare rows kept
+    assert np.array_equal(got.values, merged.values, equal_nan=True)
+    klarna = got.values[1]
+    assert np.isfinite(klarna[60:120]).all() and np.isnan(klarna[:60]).all()
+    assert np.isnan(klarna[120:]).all()
+    # a grid extended from a base keeps the base's columns and writes the rest
+    base = Grid(got.keys, got.values[:, :300])
+    asked = len(src.asked)
+    ext = range_grid(src, "q", t0, t1, step, base, 300, points=200)
+    assert src.asked[asked][1] == (t0 + 300 * step).timestamp()
+    assert np.array_equal(ext.values, got.values, equal_nan=True)
