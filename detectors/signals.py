@@ -310,12 +310,28 @@ class Frame:
         """The present series of ``signal`` that belong to the slice ``key`` (cached)."""
         ck = (signal, 0, tuple(f"{d}={v}" for d, v in key), "members")
         if ck not in self._cache:
-            own = dict(key)
-            self._cache[ck] = {
-                fine: arr
-                for fine, arr in self.present(signal).items()
-                if all(dict(fine).get(d) == v for d, v in own.items())
-            }
+            present = self.present(signal)
+            if not key:
+                self._cache[ck] = dict(present)
+            else:
+                # The series holding the rarest of the slice's labels, in the frame's order,
+                # that hold the others too (a slice of a wide platform is a few of thousands).
+                by_label = self._by_label(signal)
+                fewest = min((by_label.get(pair, ()) for pair in key), key=len)
+                self._cache[ck] = {
+                    fine: present[fine] for fine in fewest if all(p in fine for p in key)
+                }
+        return self._cache[ck]  # type: ignore[return-value]
+
+    def _by_label(self, signal: str) -> dict[tuple[str, str], list[LabelKey]]:
+        """The present series of ``signal`` by each label they carry, in the frame's order."""
+        ck = (signal, 0, (), "by_label")
+        if ck not in self._cache:
+            index: dict[tuple[str, str], list[LabelKey]] = {}
+            for fine in self.present(signal):
+                for pair in fine:
+                    index.setdefault(pair, []).append(fine)
+            self._cache[ck] = index
         return self._cache[ck]  # type: ignore[return-value]
 
     def rolled(self, signal: str, offset: int, dims: Sequence[str]) -> dict[LabelKey, np.ndarray]:
@@ -329,7 +345,7 @@ class Frame:
         """Prefix sums of the rolled-up signal, for O(1) sums over any index range."""
         ck = (signal, offset, tuple(sorted(dims)), "cum")
         if ck not in self._cache:
-            self._cache[ck] = {k: Cum(v) for k, v in self.rolled(signal, offset, dims).items()}
+            self._cache[ck] = Cum.each(self.rolled(signal, offset, dims))
         return self._cache[ck]  # type: ignore[return-value]
 
     def rolling_quantile(
@@ -378,11 +394,28 @@ def nanquantile_rows(windows: np.ndarray, q: float) -> np.ndarray:
 class Cum:
     """Prefix sums that ignore missing points and count the present ones."""
 
-    def __init__(self, values: np.ndarray) -> None:
-        finite = np.isfinite(values)
+    def __init__(
+        self, values: np.ndarray, sums: np.ndarray | None = None, counts: np.ndarray | None = None
+    ) -> None:
         self.values = values
-        self._sum = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
-        self._cnt = np.concatenate([[0], np.cumsum(finite)])
+        if sums is None or counts is None:
+            finite = np.isfinite(values)
+            sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
+            counts = np.concatenate([[0], np.cumsum(finite)])
+        self._sum, self._cnt = sums, counts
+
+    @classmethod
+    def each(cls, series: Mapping[LabelKey, np.ndarray]) -> dict[LabelKey, Cum]:
+        """One Cum per series; series of one length (a rolled-up block's rows) in one pass."""
+        if len({len(v) for v in series.values()}) != 1:
+            return {k: cls(v) for k, v in series.items()}
+        matrix = np.stack(list(series.values()))
+        finite = np.isfinite(matrix)
+        sums = np.zeros((len(matrix), matrix.shape[1] + 1))
+        np.cumsum(np.where(finite, matrix, 0.0), axis=1, out=sums[:, 1:])
+        counts = np.zeros((len(matrix), matrix.shape[1] + 1), dtype=np.int64)
+        np.cumsum(finite, axis=1, out=counts[:, 1:])
+        return {k: cls(v, sums[r], counts[r]) for r, (k, v) in enumerate(series.items())}
 
     def sum(self, lo: int, hi: int) -> tuple[float, int]:
         """(sum, number of present points) over ``[lo, hi)``, clipped to the array."""
@@ -395,8 +428,10 @@ class Cum:
     def sums(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`sum` over many ranges ``[lo[j], hi[j])`` at once: (sums, counts)."""
         n = len(self.values)
-        lo, hi = np.clip(lo, 0, n), np.clip(hi, 0, n)
-        hi = np.maximum(hi, lo)
+        # minimum/maximum, not np.clip: the live cycle calls this for a handful of indices
+        # per slice, thousands of times, and np.clip's own overhead was most of its cost
+        lo = np.minimum(np.maximum(lo, 0), n)
+        hi = np.maximum(np.minimum(np.maximum(hi, 0), n), lo)
         return self._sum[hi] - self._sum[lo], self._cnt[hi] - self._cnt[lo]
 
 

@@ -67,6 +67,27 @@ def test_cum_sums_equal_each_sum(values: list[float], data: st.DataObject) -> No
         assert (sums[j], counts[j]) == cum.sum(a, b)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 10**6), st.integers(0, 6), st.integers(0, 30), st.booleans())
+def test_prefix_sums_of_a_block_in_one_pass_equal_each_rows_own(
+    seed: int, rows: int, n: int, ragged: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    series = {}
+    for r in range(rows):
+        arr = rng.uniform(0, 1e4, n + (r if ragged else 0))
+        arr[rng.random(len(arr)) < 0.3] = math.nan
+        series[(("psp", f"p{r}"),)] = arr
+    got = Cum.each(series)
+    assert list(got) == list(series)
+    for key, arr in series.items():
+        want = Cum(arr)
+        assert got[key].values is arr
+        assert np.array_equal(got[key]._sum, want._sum)  # the same additions, in order
+        assert np.array_equal(got[key]._cnt, want._cnt)
+        assert got[key].sum(-3, n + 9) == want.sum(-3, n + 9)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 10**6), st.integers(1, 12), st.integers(1, 9))
 def test_overdispersion_rows_equal_the_estimate_of_each_row(seed: int, rows: int, m: int) -> None:

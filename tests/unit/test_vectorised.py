@@ -145,3 +145,28 @@ def test_a_point_that_is_not_a_number_is_missing_not_an_error() -> None:
     (s,) = _parse_result([{"metric": {}, "values": [[1, "1.5"], [2, "oops"]]}], "q")
     assert s.values[0] == 1.5 and math.isnan(s.values[1])
     assert s.timestamps.tolist() == [1.0, 2.0]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(LABELS, min_size=0, max_size=12),
+    st.dictionaries(
+        st.sampled_from(["psp", "country", "method"]),
+        st.sampled_from(["adyen", "stripe", "US", "DE", "card", "paypal", "x"]),
+        max_size=3,
+    ),
+)
+def test_a_slices_members_are_the_series_that_carry_all_its_labels(
+    labels: list[dict[str, str]], slice_labels: dict[str, str]
+) -> None:
+    from detectors.signals import Frame, label_key
+
+    frame = Frame(0.0, 60.0, 3)
+    series = {label_key(lab): np.full(3, float(k)) for k, lab in enumerate(labels)}
+    frame.put("attempts", 0, series)
+    key = label_key(slice_labels)
+    want = [fine for fine in series if all(dict(fine).get(d) == v for d, v in slice_labels.items())]
+    got = frame.members("attempts", key)
+    assert list(got) == want  # the frame's order
+    assert all(got[fine] is series[fine] for fine in want)
+    assert frame.members("attempts", key) is got  # kept for the frame
