@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -625,6 +625,24 @@ class Store:
                 .values(started_at=at, claimed_by=holder[:128])
             )
             return bool(getattr(res, "rowcount", 0) == 1)
+
+    def last_thread_reply(
+        self, incident_id: str, changes: Collection[str], scan: int = 50
+    ) -> datetime | None:
+        """When a sender last posted one of ``changes`` in the incident's thread (as its
+        result records), looking at the incident's ``scan`` latest sent messages: any
+        replica's, so a new leader keeps to the rate of the one before."""
+        with self._sessions() as s:
+            rows = s.execute(
+                select(OutboxRow.sent_at, OutboxRow.result)
+                .where(OutboxRow.incident_id == incident_id, OutboxRow.sent_at.is_not(None))
+                .order_by(OutboxRow.sent_at.desc(), OutboxRow.id.desc())
+                .limit(scan)
+            )
+            for sent_at, result in rows:
+                if isinstance(result, Mapping) and result.get("thread") in changes:
+                    return utc(sent_at) if isinstance(sent_at, datetime) else None
+        return None
 
     def mark_sent(self, message_id: int, at: datetime, result: Mapping[str, Any]) -> None:
         with self.begin() as tx:

@@ -395,3 +395,41 @@ def test_a_sender_that_died_between_posting_and_recording_finds_its_message(
     resolved = [m for m in slack.thread(CHANNEL, root["ts"]) if "Resolved" in m.get("text", "")]
     assert len(resolved) == 1
     assert slack.spec_violations == []
+
+
+def test_news_in_a_thread_keeps_its_pace_across_a_change_of_leader(
+    slack: SlackApiServer, setup: tuple[IncidentPipeline, SlackSender, Clock, Store]
+) -> None:
+    """A finding joining is news: at most one such reply per ``thread_min_interval`` (5 min)
+    in a thread, however many join, even when another replica has taken over sending."""
+    from dataclasses import replace
+
+    pipeline, first, clock, store = setup
+    second = SlackSender(  # the replica that becomes leader: nothing of the first in memory
+        store, WebClient(token=slack.token, base_url=slack.base_url), clock=clock
+    )
+    f = finding()
+    [inc_id] = pipeline.step([Event("raised", f, T0)], [f], T0).ids("opened")
+    first.drain()
+    [root] = slack.messages(CHANNEL)
+    active = [f]
+
+    def join(at: datetime, detector: str, sender: SlackSender) -> list[str]:
+        g = replace(f, detector=detector, title=f"{detector} at psp=stripe", at=at)
+        active.append(g)
+        clock.now = at
+        report = pipeline.step([Event("raised", g, at)], list(active), at)
+        assert report.ids("opened") == []  # it joins the open incident
+        before = len(slack.thread(CHANNEL, root["ts"]))
+        assert sender.drain().sent
+        return [m.get("text", "") for m in slack.thread(CHANNEL, root["ts"])[before:]]
+
+    assert any("capture_failures" in t for t in join(T0 + M, "capture_failures", first))
+    # two minutes later, the second replica sends the next one: the root message shows it,
+    # the thread does not (the first replica's reply was 2 minutes ago)
+    assert join(T0 + 3 * M, "webhook_lag", second) == []
+    root_now = slack.messages(CHANNEL)[0]
+    assert "webhook_lag" in texts(root_now["blocks"])
+    # five minutes after the last reply the thread hears of the next
+    assert any("refund_sla" in t for t in join(T0 + 6 * M, "refund_sla", second))
+    assert inc_id and slack.spec_violations == []

@@ -9,7 +9,8 @@ with their error. The root message's channel and ``ts`` are stored the moment Sl
 so a retried or replayed "opened" edits that message instead of posting a second one.
 
 Thread replies that only bring news (a finding joining, severity raised) are rate-limited
-by ``thread_min_interval``; state changes (re-opened, resolved) always go to the thread.
+by ``thread_min_interval``, counted from the last one any replica sent (the outbox records
+each); state changes (re-opened, resolved) always go to the thread.
 Evidence refreshes only edit the root message.
 """
 
@@ -82,7 +83,6 @@ class SlackSender:
     holder: str = "paytriage"  # this replica, for outbox claims
     claim_ttl: timedelta = CLAIM_TTL  # a claim left by a dead sender lapses after this
     may_send: Callable[[], bool] = field(default=lambda: True)  # still the leader?
-    _last_news: dict[str, datetime] = field(default_factory=dict, init=False)
     _channel_ids: dict[str, str] = field(default_factory=dict, init=False)
 
     def drain(self, limit: int = 100) -> DrainReport:
@@ -149,12 +149,11 @@ class SlackSender:
         text = thread_text(change, inc, now)
         if msg.kind == "incident.note":  # e.g. a page that could not be sent
             text = mrkdwn(msg.payload.get("text", ""))
-        if text is not None and change in NEWS:
-            last = self._last_news.get(inc.id)
+        if text is not None and change in NEWS and self.thread_min_interval > timedelta(0):
+            # From the store, not this process: a new leader keeps to the same pace.
+            last = self.store.last_thread_reply(inc.id, NEWS)
             if last is not None and now - last < self.thread_min_interval:
                 text = None  # the root message already shows it
-            else:
-                self._last_news[inc.id] = now
         if text is not None:
             if msg.uncertain and msg.key in self._thread_keys(inc):
                 result["thread"] = f"{change} (already posted)"
