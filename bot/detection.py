@@ -252,7 +252,7 @@ def range_chunked(
 ) -> list[Series]:
     """:func:`range_answers` merged into one series per label set."""
     answers = list(range_answers(source, query, start, end, step, points))
-    if len(answers) == 1:  # the live cycle's case: nothing to merge
+    if len(answers) == 1:  # one request: nothing to merge
         return answers[0]
     parts: dict[LabelKey, list[Series]] = {}
     for answer in answers:
