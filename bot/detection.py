@@ -328,8 +328,8 @@ class RangeCache:
         reach = t1
         if shift and until is not None and until > t1:
             ahead = self.ahead
-            if held is None:  # the first read of a block: blocks renew at different minutes
-                steps = max(1, self.ahead // step)
+            steps = self.ahead // step
+            if held is None and steps:  # a first read: blocks renew at different minutes
                 ahead = step * (1 + zlib.crc32(f"{query}|{shift}".encode()) % steps)
             reach = t1 + min(ahead, until - t1) // step * step
         if held is None:
