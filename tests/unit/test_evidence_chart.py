@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 import matplotlib.dates as mdates
 import numpy as np
 import pytest
+from matplotlib.axis import Axis
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 from PIL import Image
 
 from bot.evidence.chart import (
@@ -163,6 +165,68 @@ def test_empty_or_mismatched_series_are_refused_with_what_is_wrong() -> None:
         render_chart(TIMES[:4], [1.0, 2.0, 3.0], None, None, None, None, None, "t", "")
     with pytest.raises(ValueError, match="band_high has 2 points but times has 4"):
         render_chart(TIMES[:4], [1.0] * 4, 1.0, 0.5, [1.0, 2.0], None, None, "t", "")
+
+
+@pytest.mark.parametrize(
+    ("values", "unit"),
+    [
+        (step_values(), "ratio"),
+        (np.linspace(120_000.0, 9_000_000.0, N), "attempts/min"),  # an offset ("1e6") on top
+        (np.linspace(-2.5e6, 2.5e6, N), "EUR"),
+        (np.linspace(0.0, 3.0, N), ""),
+    ],
+    ids=["percent", "large", "negative", "small"],
+)
+@pytest.mark.parametrize(("width", "height"), [(800, 360), (400, 200)])
+def test_every_label_fits_in_the_image_and_none_overlaps_the_plot(
+    values: np.ndarray, unit: str, width: int, height: int
+) -> None:
+    """The margins are measured, not laid out by matplotlib: the widest y tick label, the
+    axis labels, the date offset and the title all stay inside the image and outside the
+    plot, whatever the size of the numbers."""
+    fig = chart_figure(
+        TIMES, values, None, None, None, None, None, "A title", unit, width=width, height=height
+    )
+    fig.canvas.draw()  # type: ignore[attr-defined]
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    ax = fig.axes[0]
+    plot = ax.get_window_extent(renderer)
+    image = fig.bbox
+    ticks = {axis: _drawn_tick_labels(axis) for axis in (ax.xaxis, ax.yaxis)}
+    texts = [
+        *ticks[ax.yaxis],
+        *ticks[ax.xaxis],
+        ax.yaxis.label,
+        ax.xaxis.label,
+        ax.title,
+        ax.yaxis.get_offset_text(),
+        ax.xaxis.get_offset_text(),
+    ]
+    drawn = [t for t in texts if t.get_visible() and t.get_text()]
+    assert len(drawn) >= 6
+    for t in drawn:
+        box = t.get_window_extent(renderer)
+        inside = (
+            box.x0 >= image.x0 - 0.5
+            and box.x1 <= image.x1 + 0.5
+            and box.y0 >= image.y0 - 0.5
+            and box.y1 <= image.y1 + 0.5
+        )
+        assert inside, f"{t.get_text()!r} at {box} leaves the {width}x{height} image"
+        assert not box.overlaps(plot), f"{t.get_text()!r} at {box} is drawn over the plot"
+    # The y axis label does not run into the widest tick label.
+    label = ax.yaxis.label.get_window_extent(renderer)
+    assert label.x1 <= min(t.get_window_extent(renderer).x0 for t in ticks[ax.yaxis])
+
+
+def _drawn_tick_labels(axis: Axis) -> list[Text]:
+    """The tick labels matplotlib draws: those of ticks inside the axis's view."""
+    lo, hi = sorted(axis.get_view_interval())
+    return [
+        tick.label1
+        for tick in axis.get_major_ticks()
+        if lo <= tick.get_loc() <= hi and tick.label1.get_text()
+    ]
 
 
 def test_unix_seconds_and_naive_datetimes_are_utc() -> None:
