@@ -9,14 +9,25 @@ the modules in NOT_ABOUT_PROMQL.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from sqlalchemy.engine import make_url
+
+# No per-example deadline: the unit tests run on two workers while scripts/test starts the
+# stack (a JVM) beside them on a 2-core machine, and a slow example there says nothing about
+# the code. The property tests still bound their work with max_examples.
+settings.register_profile("paytriage", deadline=None)
+settings.load_profile("paytriage")
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / "scripts" / "stack"
@@ -177,26 +188,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     """
     from bot.simulate import simulate
 
-    _run("up")
+    with _stack_lock():
+        _run("up")
     data_dir = tmp_path_factory.mktemp("sim")
     day2_dir = tmp_path_factory.mktemp("sim-day2")
     simulate(simulation_spec(), data_dir)
     simulate(day2_spec(), day2_dir)
     labels_text = (data_dir / "labels.json").read_text()
     day2_text = (day2_dir / "labels.json").read_text()
-    marker = STACK_DIR / "loaded-labels.json"
-    if not marker.exists() or marker.read_text() != labels_text + day2_text:
-        _run("load", str(data_dir), str(day2_dir))
-        marker.write_text(labels_text + day2_text)
     env = _stack_env()
     promql_url = env["PAYTRIAGE_PROMETHEUS_URL"]
-    if PROMQL_BACKEND == "victoriametrics":
-        _run("up", "victoriametrics")
-        vm_marker = STACK_DIR / "victoriametrics" / "loaded-labels.json"
-        if not vm_marker.exists() or vm_marker.read_text() != labels_text + day2_text:
-            _run("load-vm", str(data_dir), str(day2_dir))
-            vm_marker.write_text(labels_text + day2_text)
-        promql_url = env["PAYTRIAGE_VM_URL"]
+    with _stack_lock():  # pytest-xdist workers: one loads, the others find it loaded
+        marker = STACK_DIR / "loaded-labels.json"
+        if not marker.exists() or marker.read_text() != labels_text + day2_text:
+            _run("load", str(data_dir), str(day2_dir))
+            marker.write_text(labels_text + day2_text)
+        if PROMQL_BACKEND == "victoriametrics":
+            _run("up", "victoriametrics")
+            vm_marker = STACK_DIR / "victoriametrics" / "loaded-labels.json"
+            if not vm_marker.exists() or vm_marker.read_text() != labels_text + day2_text:
+                _run("load-vm", str(data_dir), str(day2_dir))
+                vm_marker.write_text(labels_text + day2_text)
+            promql_url = env["PAYTRIAGE_VM_URL"]
     return Stack(
         prometheus_url=promql_url,
         opensearch_url=env["PAYTRIAGE_OPENSEARCH_URL"],
@@ -207,17 +220,33 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     )
 
 
+@contextmanager
+def _stack_lock() -> Iterator[None]:
+    """Held while starting or loading the stack: pytest-xdist runs the session fixtures once
+    per worker, and two workers must not load the same servers at once."""
+    STACK_DIR.mkdir(parents=True, exist_ok=True)
+    with (STACK_DIR / "tests.lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    """A real PostgreSQL (Debian's, started by scripts/stack) with an empty `paytriage` db
-    per session: the store's tests run against it as well as against SQLite."""
-    _run("up", "postgres")
-    url = _stack_env()["PAYTRIAGE_DATABASE_URL"]
+    """A real PostgreSQL (Debian's, started by scripts/stack) with an empty database per
+    session (per pytest-xdist worker: `paytriage_gw0`, ...): the store's tests run against it
+    as well as against SQLite."""
+    with _stack_lock():
+        _run("up", "postgres")
+    base = make_url(_stack_env()["PAYTRIAGE_DATABASE_URL"])
+    name = f"{base.database}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(url)
-    with engine.begin() as conn:  # a clean schema: each session migrates from nothing
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return url
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:  # a clean database: each session migrates from nothing
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
