@@ -808,7 +808,10 @@ def test_acknowledgements_stay_fast_under_20_concurrent_requests(h: Harness) -> 
 class SocketModeServer:
     """A WebSocket server (RFC 6455, no extensions) speaking Slack's Socket Mode protocol:
     after the handshake it sends ``hello``, then the envelopes a test asks for, and collects
-    the app's acknowledgements (``{"envelope_id": …, "payload": …}``)."""
+    the app's acknowledgements (``{"envelope_id": …, "payload": …}``) with the number of the
+    connection each came on. It takes new connections as Slack does: ``disconnect`` asks the
+    app to reconnect (Slack's ``{"type": "disconnect", "reason": …}`` message), ``drop`` cuts
+    the current connection with no close frame, as a network failure would."""
 
     GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -819,18 +822,25 @@ class SocketModeServer:
         self.connected = threading.Event()
         self.paths: list[str] = []
         self.acks: dict[str, dict[str, Any]] = {}
+        self.ack_connection: dict[str, int] = {}  # envelope id -> connection it was acked on
+        self.connections = 0
         self.pings = 0
         self._cond = threading.Condition()
         self._conn: socket.socket | None = None
+        self._going: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        try:
-            conn, _ = self._listener.accept()
-        except OSError:
-            return
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
         request = b""
         while b"\r\n\r\n" not in request:
             chunk = conn.recv(1024)
@@ -838,7 +848,6 @@ class SocketModeServer:
                 return
             request += chunk
         lines = request.decode().split("\r\n")
-        self.paths.append(lines[0].split(" ")[1])
         headers = {
             k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
         }
@@ -851,7 +860,16 @@ class SocketModeServer:
                 f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
             ).encode()
         )
-        self._conn = conn
+        with self._cond:
+            self.paths.append(lines[0].split(" ")[1])
+            self.connections += 1
+            number = self.connections
+            going, self._going = self._going, None
+            self._conn = conn
+            self._cond.notify_all()
+        if going is not None:  # the connection told to go is closed once its successor is up
+            with contextlib.suppress(OSError), self._send_lock:
+                going.sendall(self._frame(0x8, struct.pack("!H", 1001)))
         self._send_text(
             {
                 "type": "hello",
@@ -861,7 +879,27 @@ class SocketModeServer:
             }
         )
         self.connected.set()
-        self._read(conn)
+        self._read(conn, number)
+
+    def wait_connections(self, n: int, timeout: float) -> bool:
+        """True once the app has opened ``n`` connections in all."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.connections >= n, timeout)
+
+    def disconnect(self, reason: str) -> None:
+        """Slack's notice that this connection is going away (``refresh_requested``, ...):
+        Slack keeps it open until the app has connected again, then closes it."""
+        self._going = self._conn
+        self._send_text(
+            {"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-local"}}
+        )
+
+    def drop(self) -> None:
+        """Cut the current connection: no close frame, as when the network fails."""
+        assert self._conn is not None
+        with contextlib.suppress(OSError):
+            self._conn.shutdown(socket.SHUT_RDWR)
+        self._conn.close()
 
     def _frame(self, opcode: int, payload: bytes) -> bytes:
         head = bytes([0x80 | opcode])
@@ -882,7 +920,7 @@ class SocketModeServer:
     def _send_text(self, message: dict[str, Any]) -> None:
         self._send(0x1, json.dumps(message).encode())
 
-    def _read(self, conn: socket.socket) -> None:
+    def _read(self, conn: socket.socket, number: int) -> None:
         def exact(n: int) -> bytes:
             data = b""
             while len(data) < n:
@@ -905,14 +943,17 @@ class SocketModeServer:
                 data = bytes(b ^ mask[i % 4] for i, b in enumerate(exact(n)))
                 if opcode == 0x9:  # ping -> pong
                     self.pings += 1
-                    self._send(0xA, data)
+                    with self._send_lock:
+                        conn.sendall(self._frame(0xA, data))
                 elif opcode == 0x1:
                     message = json.loads(data)
                     with self._cond:
                         self.acks[message["envelope_id"]] = message
+                        self.ack_connection[message["envelope_id"]] = number
                         self._cond.notify_all()
                 elif opcode == 0x8:
-                    self._send(0x8, data[:2])
+                    with self._send_lock:
+                        conn.sendall(self._frame(0x8, data[:2]))
                     return
         except (ConnectionError, OSError):
             return
@@ -1084,6 +1125,56 @@ def test_socket_mode_commands_buttons_and_mentions(
             "incident.updated",
             "incident.updated",
         ]
+        assert slack.spec_violations == []
+    finally:
+        handler.close()
+        ws.close()
+
+
+def test_socket_mode_reconnects_when_slack_refreshes_or_the_network_drops_the_connection(
+    slack: SlackApiServer, store: Store, responses: ResponseUrls
+) -> None:
+    """Slack refreshes Socket Mode connections every few hours (a ``disconnect`` message with
+    ``refresh_requested``) and a network can cut one without a close frame: each time the
+    app asks ``apps.connections.open`` for a new URL, connects, and answers commands again.
+    A cut connection is found by the client's pings (every ``SOCKET_PING_INTERVAL``; Bolt's
+    default of 10 s took about a minute to notice)."""
+    ws = SocketModeServer()
+    slack.socket_mode_url = ws.url
+    client = WebClient(token=slack.token, base_url=slack.base_url, timeout=5)
+    app: App = create_app(settings("socket"), store, client=client, clock=Clock())
+    handler = start_socket_mode(app, APP_TOKEN, block=False)
+    command = {
+        "token": "x",
+        "team_id": TEAM_ID,
+        "channel_id": CHANNEL,
+        "user_id": ANA,
+        "command": "/triage",
+        "api_app_id": "A0PAYBOT01",
+        "trigger_id": "t",
+        "text": "help",
+    }
+
+    def answered_on(connection: int) -> None:
+        url = responses.url(f"reconnect-{connection}")
+        env = ws.send("slash_commands", command | {"response_url": url}, True)
+        assert "/triage status" in ws.ack_of(env)["payload"]["text"]
+        assert ws.ack_connection[env] == connection
+
+    try:
+        assert ws.wait_connections(1, 5)
+        answered_on(1)
+
+        ws.disconnect("refresh_requested")
+        assert ws.wait_connections(2, 10), "no new connection after Slack's refresh request"
+        assert len(slack.calls_to("apps.connections.open")) == 2  # a fresh URL was asked for
+        answered_on(2)
+
+        ws.drop()
+        # The client notices on its next ping (every 5 s) or when the read fails.
+        assert ws.wait_connections(3, 30), "no new connection after the network dropped it"
+        assert len(slack.calls_to("apps.connections.open")) == 3
+        answered_on(3)
         assert slack.spec_violations == []
     finally:
         handler.close()
