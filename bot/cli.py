@@ -407,6 +407,15 @@ def demo(
     quiet: Annotated[
         bool, typer.Option("--quiet", help="Do not show each Slack message in the terminal.")
     ] = False,
+    hours: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=6,
+            help="How many hours to play (the incidents come one after another: 2 hours "
+            "hold the flash sale and a PSP outage, 6 all of them).",
+        ),
+    ] = 6,
 ) -> None:
     """Show paytriage end to end on a simulated payment platform: no servers, no tokens.
 
@@ -424,7 +433,13 @@ def demo(
             "posting to a real workspace needs SLACK_BOT_TOKEN in the environment",
             param_hint="--slack-channel",
         )
-    run_demo(out, slack_token=token, slack_channel=slack_channel, quiet_messages=quiet)
+    run_demo(
+        out,
+        slack_token=token,
+        slack_channel=slack_channel,
+        quiet_messages=quiet,
+        played=timedelta(hours=hours),
+    )
 
 
 @app.command()

@@ -301,6 +301,7 @@ def run_demo(
     slack_channel: str | None = None,
     end: datetime | None = None,
     quiet_messages: bool = False,
+    played: timedelta = PLAYED,
 ) -> DemoResult:
     from bot.config import load_settings
     from bot.config.loader import default_config_path
@@ -313,22 +314,25 @@ def run_demo(
     from bot.sources.memory import from_simulation
     from bot.store import Store
 
+    if not timedelta(hours=1) <= played <= PLAYED:
+        hours = PLAYED / timedelta(hours=1)
+        raise ValueError(f"the demo plays 1 to {hours:.0f} hours, not {played}")
     console = console or Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for sub in ("slack", "charts", "pagerduty"):
         shutil.rmtree(out / sub, ignore_errors=True)
     end = (end or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
-    played_from = end - PLAYED
+    played_from = end - played
     start = played_from - HISTORY
-    scenarios = demo_scenarios(played_from)
+    scenarios = [s for s in demo_scenarios(played_from) if s.start < end]
 
     console.rule("[bold]paytriage demo")
     console.print(
         "A simulated payment platform: 5 PSPs, 4 payment methods, 6 countries; a day of "
         "authorizations, captures, webhooks and refunds with daily seasonality and noise, "
         "application logs (some leaking card numbers, as real logs do) and deploys. Then "
-        f"{PLAYED.total_seconds() / 3600:.0f} hours are played minute by minute through the "
+        f"{played.total_seconds() / 3600:.0f} hours are played minute by minute through the "
         "detectors, incident grouping, evidence, runbooks, Slack and PagerDuty, as "
         "`paytriage run` would live. No servers, no tokens."
     )
@@ -383,7 +387,7 @@ def run_demo(
         console=console,
         transient=True,
     )
-    total = int(PLAYED / M) + 1
+    total = int(played / M) + 1
     with progress:
         task = progress.add_task("Playing the day", total=total, clock="")
         for step in replay_steps(metrics, runs, played_from, end, M):

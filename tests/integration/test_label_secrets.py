@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ PLANT = {
     "method": {"apple_pay": f'apple_pay "tok" \\ {TOKEN}'},
 }
 END = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+PLAYED = timedelta(hours=2)  # the flash sale and the PSP outage, whose evidence shows reasons
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, list[str]]
     mp = pytest.MonkeyPatch()
     mp.setattr(simulate, "generate", planted)
     try:
-        run_demo(out, Console(file=screen, width=160), end=END)
+        run_demo(out, Console(file=screen, width=160), end=END, played=PLAYED)
     finally:
         mp.undo()
         logging.getLogger().removeHandler(handler)

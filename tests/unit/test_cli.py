@@ -168,3 +168,16 @@ def test_postmortem_draft_edit_and_export(tmp_path: Path, monkeypatch: pytest.Mo
     assert (tmp_path / "out" / f"{inc}-v2.md").read_text() == edited.read_text()
     bad = runner.invoke(app, ["postmortem", "inc-nothex", "-c", str(cfg)])
     assert bad.exit_code == 2 and "not an incident id" in bad.output
+
+
+def test_the_demo_plays_one_to_six_hours_and_says_so_otherwise(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from bot.demo import run_demo
+
+    for hours in ("0", "7"):
+        res = runner.invoke(app, ["demo", "--hours", hours, "--out", str(tmp_path / "d")])
+        assert res.exit_code == 2 and "--hours" in res.output
+    with pytest.raises(ValueError, match="plays 1 to 6 hours"):
+        run_demo(tmp_path / "d", played=timedelta(minutes=30))
+    assert not (tmp_path / "d").exists()  # refused before anything was written
