@@ -138,6 +138,7 @@ def run_forever(settings: Settings) -> int:
             with lock:
                 cycle, _ = build(settings, metrics=metrics, store=store, health=first.health)
                 cycle.on_check = health.record
+                current["cycle"].close()  # a follower's cycle runs nothing
                 current["cycle"] = cycle
 
     lease = Lease(store.engine, ttl=settings.replicas.lease_ttl, on_change=leadership)
@@ -250,6 +251,7 @@ def run_forever(settings: Settings) -> int:
     stop.wait()
     log.info("shutting down")
     scheduler.shutdown(wait=False)
+    current["cycle"].close()
     lease.release()  # a follower takes over at once
     if interactive is not None:
         interactive.close()

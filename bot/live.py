@@ -3,17 +3,21 @@ and what they raise or clear goes through the incident pipeline.
 
 ``build`` assembles the pieces from the settings (sources, store, runbooks, evidence,
 routing); ``LiveCycle.run_once`` is one evaluation, which the scheduler in ``bot.app``
-calls and tests call directly with a fixed clock. A detector whose signals cannot be read
-or that raises is logged and reported in ``health``; the others carry on.
+calls and tests call directly with a fixed clock. A detector whose signals cannot be read,
+that raises, or whose queries take longer than its ``timeout`` is logged and reported in
+``health``; the others carry on.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -199,6 +203,63 @@ class LiveCycle:
         self._last: dict[str, datetime] = {}
         self._caches: dict[str, RangeCache] = {}  # per detector: its ranges, minute to minute
         self._lock = threading.Lock()
+        self._reading: dict[str, tuple[datetime, Future[Frame]]] = {}  # reads past their time
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _fetch(self, run: DetectorRun, at: datetime) -> Frame | None:
+        """The detector's frame at ``at``, read in a worker thread and waited for at most its
+        ``timeout`` (and never longer than its interval). A read that takes longer is cut
+        off: the detector skips this run, which is reported in ``health`` and the metrics,
+        and the cycle goes on with the others. The read itself finishes in the background and
+        fills the detector's range cache, so its next run reads only what is new; until it
+        has finished the detector starts no second read beside it. None when cut off.
+        """
+        rid = run.cfg.id
+        budget = min(run.cfg.timeout, run.cfg.interval).total_seconds()
+        late = self._reading.get(rid)
+        if late is not None:
+            if not late[1].done():
+                self._cut_off(rid, at, f"its read from {late[0]:%H:%M} UTC is still running")
+                return None
+            del self._reading[rid]  # finished since: its frame is stale, read afresh
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=max(1, len(self.runs)), thread_name_prefix="detector-read"
+            )
+        future = self._pool.submit(
+            contextvars.copy_context().run,  # the worker logs with this cycle's correlation id
+            fetch_frame,
+            self.source,
+            run.signals(),
+            run.offsets(),
+            at - run.lookback(),
+            at,
+            self.step,
+            run.history(),
+            cache=self._caches.setdefault(rid, RangeCache()),
+        )
+        try:
+            return future.result(timeout=budget)
+        except FutureTimeout:
+            self._reading[rid] = (at, future)
+            self._cut_off(rid, at, f"its queries took longer than {budget:g} s")
+            return None
+
+    def _cut_off(self, rid: str, at: datetime, why: str) -> None:
+        log.warning("detector %s cut off at %s: %s", rid, f"{at:%H:%M}", why)
+        self._failed(rid, at, f"cut off: {why}")
+        if self.metrics is not None:
+            self.metrics.detector_cutoffs.labels(rid).inc()
+
+    def _failed(self, rid: str, at: datetime, error: str) -> None:
+        self.health.failed(rid, at, error)
+        if self.metrics is not None:
+            self.metrics.detector_failures.labels(rid).inc()
+
+    def close(self) -> None:
+        """Stop the read workers (a read still running is left to finish on its own)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def run_once(self, now: datetime | None = None) -> StepReport:
         """One evaluation at ``now`` (default: the clock), floored to the step."""
@@ -214,23 +275,14 @@ class LiveCycle:
                 self._last[rid] = at
                 began = time.perf_counter()
                 try:
-                    frame = fetch_frame(
-                        self.source,
-                        run.signals(),
-                        run.offsets(),
-                        at - run.lookback(),
-                        at,
-                        self.step,
-                        run.history(),
-                        cache=self._caches.setdefault(rid, RangeCache()),
-                    )
+                    frame = self._fetch(run, at)
+                    if frame is None:
+                        continue  # cut off: reported by _fetch
                     events.extend(run.step(frame, frame.n - 1))
                     frames[rid] = frame
                 except Exception as exc:  # one detector's failure never stops the others
                     log.exception("detector %s failed", rid)
-                    self.health.failed(rid, at, f"{type(exc).__name__}: {exc}")
-                    if self.metrics is not None:
-                        self.metrics.detector_failures.labels(rid).inc()
+                    self._failed(rid, at, f"{type(exc).__name__}: {exc}")
                     continue
                 newest = newest_sample(frame)
                 self.health.data(rid, newest)

@@ -47,6 +47,13 @@ class BotMetrics:
             ["detector"],
             registry=r,
         )
+        self.detector_cutoffs = Counter(
+            "paytriage_detector_cutoffs_total",
+            "Detector runs cut off because their queries took longer than the detector's "
+            "timeout (also counted in paytriage_detector_failures_total).",
+            ["detector"],
+            registry=r,
+        )
         self.query_seconds = Histogram(
             "paytriage_source_query_seconds",
             "Latency of queries to a data source.",

@@ -37,6 +37,11 @@ class DetectorConfig(StrictModel):
     id: str
     enabled: bool = True
     interval: Duration = Field(default=timedelta(minutes=1), description="how often it runs")
+    timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="how long one run may wait for its queries (at most its interval): past "
+        "it the live cycle cuts the detector off for that run, reports it and goes on",
+    )
     severity: Severity = Severity.error
     for_: Duration = Field(
         default=timedelta(minutes=3),
@@ -56,6 +61,13 @@ class DetectorConfig(StrictModel):
     def _interval_positive(cls, v: timedelta) -> timedelta:
         if v < timedelta(seconds=5):
             raise ValueError("interval must be at least 5s")
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_positive(cls, v: timedelta) -> timedelta:
+        if v < timedelta(seconds=1):
+            raise ValueError("timeout must be at least 1s")
         return v
 
 

@@ -355,3 +355,89 @@ def test_a_range_read_in_chunks_is_placed_as_it_arrives_and_equals_the_merged_re
     ext = range_grid(src, "q", t0, t1, step, base, 300, points=200)
     assert src.asked[asked][1] == (t0 + 300 * step).timestamp()
     assert np.array_equal(ext.values, got.values, equal_nan=True)
+
+
+class Stuck:
+    """A PromQL source whose webhook queries hang until ``release`` is set (a slow query on
+    an overloaded Prometheus); it records every range asked for."""
+
+    name = "prometheus"
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.asked: list[tuple[str, float, float]] = []
+        self.running = 0
+
+    def query(self, promql: str, at: object = None) -> list[object]:
+        return []
+
+    def query_range(
+        self, promql: str, start: datetime, end: datetime, step: object
+    ) -> list[object]:
+        self.asked.append((promql, start.timestamp(), end.timestamp()))
+        if "webhook" in promql:
+            self.running += 1
+            try:
+                assert self.release.wait(30), "never released"
+            finally:
+                self.running -= 1
+        return []
+
+
+def test_a_detector_whose_queries_hang_is_cut_off_and_the_others_go_on(tmp_path: Path) -> None:
+    import time
+    from datetime import timedelta
+
+    from bot.detection import runs_for
+    from bot.live import STEP, LiveCycle
+    from bot.metrics import BotMetrics
+    from bot.store import Store
+    from detectors import DetectorsConfig
+    from tests.unit.test_pipeline import pipeline
+
+    M = timedelta(minutes=1)
+    cfg = DetectorsConfig()
+    slow = cfg.webhook_lag.model_copy(update={"timeout": timedelta(seconds=1)})
+    runs, _ = runs_for([cfg.decline_spike, slow], STEP)
+    src = Stuck()
+    metrics = BotMetrics()
+    cycle = LiveCycle(
+        src, runs, pipeline(Store.open(f"sqlite:///{tmp_path / 'p.db'}")), metrics=metrics
+    )  # type: ignore[arg-type]
+
+    def webhook_minutes(asked: list[tuple[str, float, float]]) -> float:
+        return sum((b - a) / 60 for q, a, b in asked if "webhook" in q)
+
+    began = time.monotonic()
+    cycle.run_once(T0)
+    assert time.monotonic() - began < 10  # not the 30 s the query hangs for
+    health = cycle.health.snapshot()
+    assert health["webhook_lag"]["error"] == "cut off: its queries took longer than 1 s"
+    assert health["decline_spike"]["error"] is None and health["decline_spike"]["last_run"] == T0
+    first = list(src.asked)
+
+    cycle.run_once(T0 + M)  # still hanging: no second read beside it
+    health = cycle.health.snapshot()
+    assert health["webhook_lag"]["error"] == "cut off: its read from 09:00 UTC is still running"
+    assert health["decline_spike"]["last_run"] == T0 + M
+    assert webhook_minutes(src.asked) == webhook_minutes(first)
+
+    src.release.set()
+    while src.running:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the late read places its answers in the detector's range cache
+    n = len(src.asked)
+    cycle.run_once(T0 + 2 * M)
+    health = cycle.health.snapshot()
+    assert (
+        health["webhook_lag"]["error"] is None and health["webhook_lag"]["last_run"] == T0 + 2 * M
+    )
+    # The late read was not wasted: the next one asks for the new minutes only.
+    assert 0 < webhook_minutes(src.asked[n:]) < 0.25 * webhook_minutes(first)
+    text = metrics.exposition().decode()
+    assert 'paytriage_detector_cutoffs_total{detector="webhook_lag"} 2.0' in text
+    assert 'paytriage_detector_failures_total{detector="webhook_lag"} 2.0' in text
+    assert 'paytriage_detector_cutoffs_total{detector="decline_spike"}' not in text
+    cycle.close()
