@@ -222,6 +222,8 @@ class LiveCycle:
                 self._cut_off(rid, at, f"its read from {late[0]:%H:%M} UTC is still running")
                 return None
             del self._reading[rid]  # finished since: its frame is stale, read afresh
+            if late[1].exception() is not None:
+                log.warning("detector %s: its late read failed: %s", rid, late[1].exception())
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=max(1, len(self.runs)), thread_name_prefix="detector-read"
