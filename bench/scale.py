@@ -738,12 +738,15 @@ ROWS: list[tuple[str, str, Get, str, Callable[[dict[str, Any]], bool] | None]] =
     ),
     ("  bot CPU time per cycle p50", "", lambda r: r["cpu_p50_s"], "{:.2f} s", None),
     ("  bot CPU time per cycle p95", "", lambda r: r["cpu_p95_s"], "{:.2f} s", None),
+    # Shown, not judged: CPU time overlaps the waiting (fetch threads parse answers while
+    # other requests are in flight), and at 1x a cycle is mostly the per-request overhead of
+    # 37 small queries. The "own share" is the wall time the bot adds (above).
     (
         "  bot CPU p95 as a share of wall p95",
-        f"< {100 * TARGET_OWN_SHARE:.0f} %",
+        "",
         lambda r: 100 * r["cpu_share_p95"],
         "{:.0f} %",
-        lambda r: r["cpu_share_p95"] < TARGET_OWN_SHARE,
+        None,
     ),
     (
         "  Prometheus CPU time per cycle p50",
