@@ -787,6 +787,15 @@ ROWS: list[tuple[str, str, Get, str, Callable[[dict[str, Any]], bool] | None]] =
         "{:.0f} MB",
         lambda r: r["peak_rss_mb"] < TARGET_RSS_MB,
     ),
+    (
+        # A detector cut off (its timeout) or failing is missing from a cycle's work: the
+        # cycle would look faster than it is.
+        "  every detector ran in every cycle",
+        "none failed or cut off",
+        lambda r: len(r["errors"]),
+        "{:.0f} failed",
+        lambda r: not r["errors"],
+    ),
     ("two-day backtest wall (60 s step)", "", lambda r: r["backtest"]["wall_s"], "{:.1f} s", None),
     ("  its CPU time", "", lambda r: r["backtest"]["cpu_s"], "{:.1f} s", None),
     ("  Prometheus CPU time", "", lambda r: r["backtest"]["prometheus_cpu_s"], "{:.1f} s", None),
