@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from bot.config.types import Duration, LabelName, StrictModel
 
@@ -56,18 +56,12 @@ class DetectorConfig(StrictModel):
         default=None, description="runbook id; default: matched by front matter"
     )
 
-    @field_validator("interval")
+    @field_validator("interval", "timeout")
     @classmethod
-    def _interval_positive(cls, v: timedelta) -> timedelta:
-        if v < timedelta(seconds=5):
-            raise ValueError("interval must be at least 5s")
-        return v
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout_positive(cls, v: timedelta) -> timedelta:
-        if v < timedelta(seconds=1):
-            raise ValueError("timeout must be at least 1s")
+    def _long_enough(cls, v: timedelta, info: ValidationInfo) -> timedelta:
+        least = {"interval": 5, "timeout": 1}[str(info.field_name)]
+        if v < timedelta(seconds=least):
+            raise ValueError(f"{info.field_name} must be at least {least}s")
         return v
 
 

@@ -49,6 +49,10 @@ def test_config_check_missing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
             "detectors.webhook_lag.enabled (line 3): wrong type",
         ),
         ("detectors:\n  webhook_lag:\n    interval: 1s\n", "interval must be at least 5s"),
+        (
+            "detectors:\n  webhook_lag:\n    timeout: 500ms\n",
+            "detectors.webhook_lag.timeout (line 3): timeout must be at least 1s",
+        ),
     ],
 )
 def test_config_check_bad_file(tmp_path: Path, body: str, expected: str) -> None:
