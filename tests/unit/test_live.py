@@ -357,33 +357,28 @@ def test_a_range_read_in_chunks_is_placed_as_it_arrives_and_equals_the_merged_re
     assert np.array_equal(ext.values, got.values, equal_nan=True)
 
 
-class Stuck:
-    """A PromQL source whose webhook queries hang until ``release`` is set (a slow query on
-    an overloaded Prometheus); it records every range asked for."""
-
-    name = "prometheus"
+class Stuck(Counting):
+    """Counting's source, whose webhook queries hang until ``release`` is set (a slow query
+    on an overloaded Prometheus)."""
 
     def __init__(self) -> None:
         import threading
 
+        super().__init__()
         self.release = threading.Event()
-        self.asked: list[tuple[str, float, float]] = []
         self.running = 0
-
-    def query(self, promql: str, at: object = None) -> list[object]:
-        return []
 
     def query_range(
         self, promql: str, start: datetime, end: datetime, step: object
     ) -> list[object]:
-        self.asked.append((promql, start.timestamp(), end.timestamp()))
+        answer = super().query_range(promql, start, end, step)  # recorded as asked
         if "webhook" in promql:
             self.running += 1
             try:
                 assert self.release.wait(30), "never released"
             finally:
                 self.running -= 1
-        return []
+        return answer
 
 
 def test_a_detector_whose_queries_hang_is_cut_off_and_the_others_go_on(tmp_path: Path) -> None:
