@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,13 +59,19 @@ def start_run(
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_for(url: str, want: int, timeout: float = 20) -> dict[str, object]:
+def wait_for(
+    url: str,
+    want: int,
+    timeout: float = 20,
+    until: Callable[[dict[str, object]], bool] = lambda body: True,
+) -> dict[str, object]:
+    """The first body ``url`` answers with status ``want`` (and for which ``until`` holds)."""
     deadline = time.monotonic() + timeout
     last: tuple[int, dict[str, object]] | None = None
     while time.monotonic() < deadline:
         try:
             last = get(url)
-            if last[0] == want:
+            if last[0] == want and until(last[1]):
                 return last[1]
         except OSError:
             pass
@@ -103,7 +110,8 @@ def test_not_ready_and_says_why_when_a_source_is_down(tmp_path: Path, stack: Sta
     dead = closed_port_url()
     proc, base = start_run(tmp_path, dead, stack.opensearch_url)
     try:
-        body = wait_for(f"{base}/readyz", 503)
+        # Not ready from the start; the reason once the first probe of Prometheus is in.
+        body = wait_for(f"{base}/readyz", 503, until=lambda b: "prometheus" in b["sources"])  # type: ignore[operator]
         prom = body["sources"]["prometheus"]  # type: ignore[index]
         assert "connection error" in prom["error"] and dead in prom["error"]
         assert get(f"{base}/healthz")[0] == 200  # alive, just not ready
