@@ -34,8 +34,13 @@ log = logging.getLogger("paytriage")
 
 @dataclass
 class SourceHealth:
-    """The last probe of each source: what the health endpoints and later App Home show."""
+    """The last probe of each source: what the health endpoints and later App Home show.
 
+    ``expected`` names the sources the bot reads: it is ready once each of them has answered
+    its last probe (one answering while the other is still being probed is not enough).
+    """
+
+    expected: frozenset[str] = frozenset()
     last_ok: dict[str, datetime] = field(default_factory=dict)
     last_error: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -67,11 +72,16 @@ class SourceHealth:
         """Whether every source answered its last probe, and what ``snapshot`` shows, read
         together (a probe between two reads would report ready with no source in the body)."""
         with self.lock:
-            ok = bool(self.last_ok) and not self.last_error
+            names = sorted(self.expected | set(self.last_ok) | set(self.last_error))
+            ok = bool(names) and all(n in self.last_ok and n not in self.last_error for n in names)
             return ok, {
                 "sources": {
-                    name: {"last_ok": self.last_ok.get(name), "error": self.last_error.get(name)}
-                    for name in sorted(set(self.last_ok) | set(self.last_error))
+                    name: {
+                        "last_ok": self.last_ok.get(name),
+                        "error": self.last_error.get(name)
+                        or (None if name in self.last_ok else "not probed yet"),
+                    }
+                    for name in names
                 }
             }
 
@@ -122,9 +132,9 @@ def run_forever(settings: Settings) -> int:
     from bot.server import serve
 
     setup_logging()
-    health = SourceHealth()
     metrics = BotMetrics()
     first, store = build(settings, metrics=metrics)
+    health = SourceHealth(expected=frozenset(c.name for c in first.checks))
     first.on_check = health.record
     current = {"cycle": first}  # replaced by a fresh one each time this replica takes the lead
     last_cycle: dict[str, Any] = {}

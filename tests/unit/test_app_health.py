@@ -20,6 +20,21 @@ def test_ready_only_when_every_probed_source_answered_its_last_probe() -> None:
     assert body["sources"]["prometheus"]["error"] is None
 
 
+def test_not_ready_until_every_source_the_bot_reads_has_answered() -> None:
+    """The start-up probe checks Prometheus, then OpenSearch: /readyz once answered 200 in
+    between, with only Prometheus in its body."""
+    h = SourceHealth(expected=frozenset({"prometheus", "opensearch"}))
+    ok, body = h.state()
+    assert not ok and body["sources"]["opensearch"]["error"] == "not probed yet"
+    h.record("prometheus", None)
+    ok, body = h.state()
+    assert not ok and body["sources"]["opensearch"]["error"] == "not probed yet"
+    assert body["sources"]["prometheus"]["error"] is None
+    h.record("opensearch", None)
+    ok, body = h.state()
+    assert ok and all(s["error"] is None for s in body["sources"].values())
+
+
 def test_a_probe_between_two_reads_never_reports_ready_with_a_body_that_says_otherwise() -> None:
     """/readyz once answered 200 with no source in its body: the body was read before the
     first probe landed and readiness after it."""
