@@ -41,6 +41,7 @@ GAP_COLOR = "#999999"
 
 WIDTH, HEIGHT, DPI = 800, 360, 100
 MAX_TITLE = 90
+TITLE_SIZE = 10  # points; the margins make room for it
 
 Times = Sequence[datetime] | Sequence[float] | np.ndarray
 Values = Sequence[float] | np.ndarray
@@ -243,7 +244,7 @@ def chart_figure(
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
     ax.set_xlabel("time (UTC)")
     short = title if len(title) <= MAX_TITLE else title[: MAX_TITLE - 1] + "…"
-    ax.set_title(short, fontsize=10)
+    ax.set_title(short, fontsize=TITLE_SIZE)
     ax.grid(True, alpha=0.3, linewidth=0.5)
     ax.legend(loc="upper left", fontsize=8, framealpha=0.8)
     _fit_margins(fig, ax)
@@ -271,7 +272,7 @@ def _fit_margins(fig: Figure, ax: Axes) -> None:
     width, height = fig.bbox.width, fig.bbox.height
     tick_h = _text_px(fig, "0", rcParams["xtick.labelsize"])[1]
     axis_label_h = _text_px(fig, "time (UTC)", rcParams["axes.labelsize"])[1]
-    title_h = _text_px(fig, "T", 10)[1]
+    title_h = _text_px(fig, "T", TITLE_SIZE)[1]
     ticks_pad = (rcParams["ytick.major.size"] + rcParams["ytick.major.pad"]) * px
     label_pad = rcParams["axes.labelpad"] * px
     bottom = 10 + axis_label_h + label_pad + tick_h + ticks_pad
