@@ -101,7 +101,7 @@ def start_http(
 # How often slack_sdk's Socket Mode client pings Slack (Bolt's default is 10 s). The client
 # finds a dead connection by it: no pong for four intervals, or five failed pings in a row,
 # and then reconnects. At 10 s a cut connection went unnoticed for about a minute (an
-# integration test cuts one); at 3 s, in about 15 s.
+# integration test cuts one); at 3 s, in about 18 s.
 SOCKET_PING_INTERVAL = 3.0
 
 
