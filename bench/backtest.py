@@ -30,8 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.simulate import Scenario, SimulationSpec, simulate  # noqa: E402
-from bot.simulate.spec import COUNTRIES, METHODS, PSPS  # noqa: E402
+from paytriage.lab.simulate import Scenario, SimulationSpec, simulate  # noqa: E402
+from paytriage.lab.simulate.spec import COUNTRIES, METHODS, PSPS  # noqa: E402
 
 M = timedelta(minutes=1)
 
@@ -158,7 +158,7 @@ def main() -> int:
 
     out = args.work / "result.json"
     cmd = [
-        sys.executable, "-m", "bot.cli", "backtest",
+        sys.executable, "-m", "paytriage.cli", "backtest",
         "--prometheus-url", prom_url,
         "--start", scored_start.isoformat(), "--end", end.isoformat(),
         "--step", args.step, "--labels", str(data_dir / "labels.json"),

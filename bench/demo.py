@@ -23,13 +23,13 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     from rich.console import Console
 
-    from bot.config import load_settings
-    from bot.config.loader import default_config_path
-    from bot.demo import DEMO_SEED, HISTORY, PLAYED, demo_scenarios, run_demo
-    from bot.detection import runs_for
-    from bot.live import STEP
-    from bot.simulate import SimulationSpec, generate
-    from bot.sources.memory import from_simulation
+    from paytriage.config import load_settings
+    from paytriage.config.loader import default_config_path
+    from paytriage.detection.run import runs_for
+    from paytriage.incidents.cycle import STEP
+    from paytriage.lab.demo import DEMO_SEED, HISTORY, PLAYED, demo_scenarios, run_demo
+    from paytriage.lab.memory import from_simulation
+    from paytriage.lab.simulate import SimulationSpec, generate
 
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     with tempfile.TemporaryDirectory() as out:
@@ -52,7 +52,7 @@ def main() -> int:
     sim_s = time.perf_counter() - t0
     metrics, _ = from_simulation(data)
     settings = load_settings(default_config_path(), secrets_for=())
-    runs, _ = runs_for(list(settings.detectors.enabled()), STEP)
+    runs = runs_for(list(settings.detectors.enabled()), STEP)
     timings: dict[str, float] = {}
     start = end - timedelta(days=1)
     for run in runs:

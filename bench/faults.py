@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.simulate import generate  # noqa: E402
-from tests.conftest import OUTAGE_START, _stack_env, simulation_spec  # noqa: E402
+from paytriage.lab.simulate import generate  # noqa: E402
+from tests.conftest import OUTAGE_START, simulation_spec, stack_env  # noqa: E402
 from tests.support.kill_suite import run_suite  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--minutes", type=int, default=53, help="replayed minutes from 08:55")
     args = ap.parse_args()
-    env = _stack_env()
+    env = stack_env()
     labels = generate(simulation_spec()).labels
     start = OUTAGE_START - timedelta(minutes=5)
     with tempfile.TemporaryDirectory(prefix="paytriage-faults-") as work:

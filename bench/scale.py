@@ -7,18 +7,19 @@ into a real Prometheus of its own (scripts/stack, ports 19193 and 19194, data un
 .bench/scale/), then, in a separate process per scale and per measurement so peak memory is
 the measurement's own:
 
-- runs ``LiveCycle.run_once`` (built by ``bot.live.build`` from config/paytriage.yaml, all
-  five default detectors plus the per-cycle Prometheus probe) at ``--cycles`` evaluation
-  times spread over two days, seven of them inside an injected incident, each after an
-  unmeasured cycle at the minute before (the live loop runs every minute: what a cycle keeps
-  from the last one is in place; detector state starts fresh at each time), and reports
-  p50/p95 wall time, the bot's own share (wall time minus the time at least one request to
-  Prometheus was in flight; and its CPU time, which overlaps requests in flight as its fetch
-  threads parse answers), the Prometheus process's CPU time, queries and bytes per cycle
-  (counted at the HTTP layer, ``requests.Session.send``, without touching the bot's code)
-  and peak RSS (VmHWM). The incident pipeline is replaced by a no-op: evidence gathering,
-  the store and Slack only run when an incident opens, and are not the detector cycle;
-- runs the two-day backtest (``bot.backtest.backtest``, 60 s step, as ``paytriage backtest``
+- runs ``LiveCycle.run_once`` (built by ``paytriage.app.compose.build`` from
+  config/paytriage.yaml, all five default detectors plus the per-cycle Prometheus probe) at
+  ``--cycles`` evaluation times spread over two days, seven of them inside an injected
+  incident, each after an unmeasured cycle at the minute before (the live loop runs every
+  minute: what a cycle keeps from the last one is in place; detector state starts fresh at
+  each time), and reports p50/p95 wall time, the bot's own share (wall time minus the time
+  at least one request to Prometheus was in flight; and its CPU time, which overlaps
+  requests in flight as its fetch threads parse answers), the Prometheus process's CPU time,
+  queries and bytes per cycle (counted at the HTTP layer, ``requests.Session.send``, without
+  touching the bot's code) and peak RSS (VmHWM). The incident pipeline is replaced by a
+  no-op: evidence gathering, the store and Slack only run when an incident opens, and are
+  not the detector cycle;
+- runs the two-day backtest (``paytriage.lab.backtest``, 60 s step, as ``paytriage backtest``
   does) and reports its wall time, queries, bytes and peak RSS.
 
 History: the detectors read the same time of week over four past weeks and the same time
@@ -40,6 +41,7 @@ are printed as a table and written to .bench/scale/results.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -102,8 +104,8 @@ class Scale:
 
 def blocks(scale: Scale, seed: int, n_cycles: int) -> dict[str, Any]:
     """The simulation specs of one scale: the continuous block and the older weekly windows."""
-    from bot.simulate import Scenario, SimulationSpec
-    from bot.simulate.spec import PSPS, country_codes
+    from paytriage.lab.simulate import Scenario, SimulationSpec
+    from paytriage.lab.simulate.spec import PSPS, country_codes
 
     times = cycle_times(n_cycles)
     step = max(1, n_cycles // (len(INCIDENTS) + 1))
@@ -158,8 +160,8 @@ def write_parts(data: Any, out: Path) -> tuple[list[Path], int, int]:
     per block is parsed once. Returns (directories, series, samples)."""
     import shutil
 
-    from bot.simulate.model import Family, Sample
-    from bot.simulate.output import write_openmetrics
+    from paytriage.lab.simulate.model import Family, Sample
+    from paytriage.lab.simulate.output import write_openmetrics
 
     if out.exists():
         shutil.rmtree(out)
@@ -190,7 +192,7 @@ def write_parts(data: Any, out: Path) -> tuple[list[Path], int, int]:
 
 def ensure_loaded(work: Path, scale: Scale, seed: int, n_cycles: int) -> dict[str, Any]:
     """Simulate and backfill the scale's data unless it is already there; start Prometheus."""
-    from bot.simulate import generate
+    from paytriage.lab.simulate import generate
 
     specs = blocks(scale, seed, n_cycles)
     stamp = json.dumps({"specs": {k: repr(v) for k, v in specs.items()}, "version": 2})
@@ -361,7 +363,7 @@ def settings_for(url: str, tmp: Path) -> Any:
     a throwaway SQLite store."""
     import yaml
 
-    from bot.config import parse_settings
+    from paytriage.config import parse_settings
 
     data = yaml.safe_load((ROOT / "config" / "paytriage.yaml").read_text())
     data["sources"]["prometheus"]["url"] = url
@@ -384,7 +386,7 @@ class NoPipeline:
         self.coverage: dict[str, str] = {}
 
     def step(self, events: list[Any], active: list[Any], at: datetime, frames: Any) -> Any:
-        from bot.pipeline import StepReport
+        from paytriage.incidents.pipeline import StepReport
 
         self.active = len(active)
         self.coverage = history_coverage(frames)
@@ -409,8 +411,9 @@ def child_cycles(
 ) -> dict[str, Any]:
     meter = Meter()
     meter.install()
-    import bot.live as live
-    from bot.live import build
+    import paytriage.incidents.cycle as live
+    from paytriage.app.compose import build
+    from paytriage.detection.run import runs_for
 
     settings = settings_for(url, tmp)
     times = cycle_times(n)
@@ -452,18 +455,24 @@ def child_cycles(
 
     # Slices that breach in a cycle (the attribution and onset work happens for them).
     breaching = [0]
+
+    def count(run: Any) -> None:
+        assess = run.detector.assess
+        if not hasattr(assess, "__wrapped__"):
+            run.detector = dataclasses.replace(
+                run.detector, assess=_counting(assess, breaching)
+            )
     for run in cycle.runs:
-        module = run.module
-        if not hasattr(module.assess, "__wrapped__"):
-            module.assess = _counting(module.assess, breaching)
+        count(run)
 
     def fresh_runs() -> list[Any]:
         """Detector state as after a restart: measured cycles are 96 minutes apart, and a
         debouncer restarts its quiet timer after such a gap, so carried-over findings would
         never clear."""
-        runs, _ = live.runs_for(settings.detectors.enabled(), live.STEP)
+        runs = runs_for(settings.detectors.enabled(), live.STEP)
         for run in runs:
             wrap(run)
+            count(run)
         return runs
 
     for src in cycle.checks:
@@ -597,8 +606,8 @@ def _counting(assess: Callable[..., Any], counter: list[int]) -> Callable[..., A
 def child_backtest(url: str, tmp: Path, prom_pid: int) -> dict[str, Any]:
     meter = Meter()
     meter.install()
-    from bot.backtest import backtest
-    from bot.sources import PrometheusSource
+    from paytriage.lab.backtest import backtest
+    from paytriage.sources import PrometheusSource
 
     settings = settings_for(url, tmp)
     source = PrometheusSource(settings.sources.prometheus)
@@ -893,7 +902,7 @@ def main() -> int:
         args.child_out.write_text(json.dumps(doc, indent=1, default=str))
         return 0
 
-    from bot.simulate.spec import COUNTRIES, METHODS
+    from paytriage.lab.simulate.spec import COUNTRIES, METHODS
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     all_scales = {

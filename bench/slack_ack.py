@@ -44,10 +44,10 @@ def free_port() -> int:
 def serve_app(db: str, slack_base: str, token: str, port: int, ready: mp.Event) -> None:  # type: ignore[valid-type]
     from slack_sdk import WebClient
 
-    from bot.config import Settings
-    from bot.slack_app.app import create_app
-    from bot.slack_app.run import start_http
-    from bot.store import Store
+    from paytriage.app.compose import create_slack_app
+    from paytriage.config import Settings
+    from paytriage.slack_app.run import start_http
+    from paytriage.store import Store
 
     settings = Settings.model_validate(
         {
@@ -62,16 +62,16 @@ def serve_app(db: str, slack_base: str, token: str, port: int, ready: mp.Event) 
         context={"env": {"S": SECRET, "T": token}},
     )
     store = Store.open(f"sqlite:///{db}")
-    app = create_app(settings, store, client=WebClient(token=token, base_url=slack_base))
+    app = create_slack_app(settings, store, client=WebClient(token=token, base_url=slack_base))
     ready.set()  # type: ignore[attr-defined]
     start_http(app, port, block=True)
 
 
 def seed_store(db: str, n: int) -> list[str]:
-    from bot.detection import Event
-    from bot.pipeline import IncidentPipeline
-    from bot.store import Store
-    from detectors.base import Finding, Severity
+    from paytriage.detection.run import Event
+    from paytriage.domain.findings import Finding, Severity
+    from paytriage.incidents.pipeline import IncidentPipeline
+    from paytriage.store import Store
 
     store = Store.open(f"sqlite:///{db}")
     p = IncidentPipeline(store, None, [], timedelta(minutes=15), timedelta(hours=2))
@@ -163,7 +163,7 @@ def main() -> int:
     ap.add_argument("--incidents", type=int, default=5)
     args = ap.parse_args()
 
-    from bot.notify.slack import ids
+    from paytriage.notify.slack import ids
     from tests.support.slack_api import SlackApiServer
 
     with tempfile.TemporaryDirectory() as tmp, SlackApiServer() as slack:

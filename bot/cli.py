@@ -10,8 +10,9 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from bot import __version__
-from bot.config import ConfigError, load_settings, parse_duration
+from paytriage import __version__
+from paytriage.config import ConfigError, load_settings
+from paytriage.core.types import parse_duration
 
 T = TypeVar("T")
 
@@ -93,7 +94,7 @@ def config_check(
     Secrets are checked too: every ${NAME} used by an enabled section must be set in the
     environment. Exit status 0 when valid, 1 otherwise.
     """
-    from bot.config import Settings, default_config_path
+    from paytriage.config import Settings, default_config_path
 
     settings = _load(file)
     assert isinstance(settings, Settings)
@@ -114,8 +115,8 @@ def runbooks_lint(
 ) -> None:
     """Check every runbook's front matter, links and steps, and that each detector (and a
     data source going down) has a runbook. Exit status 1 when there is an error."""
-    from bot.runbooks import lint
-    from detectors import REGISTRY
+    from paytriage.detectors import REGISTRY
+    from paytriage.incidents.runbooks import lint
 
     problems = lint(directory, REGISTRY)
     for problem in problems:
@@ -131,7 +132,7 @@ def runbooks_lint(
 def redact() -> None:
     """Print standard input with card numbers, CVVs, e-mail addresses, tokens, keys and
     IBANs masked: exactly what the bot would show or store of that text."""
-    from bot.redact import redact as mask
+    from paytriage.core.redact import redact as mask
 
     for line in sys.stdin:
         sys.stdout.write(mask(line))
@@ -175,7 +176,7 @@ def simulate(
     DIR/labels.json (what was injected, when and where). Load it into the test servers with
     `scripts/stack load DIR`.
     """
-    from bot import simulate as sim
+    from paytriage.lab import simulate as sim
 
     try:
         step_td = parse_duration(step)
@@ -220,9 +221,9 @@ def simulate(
 @app.command()
 def run(config: ConfigOpt = None) -> None:
     """Run the bot: poll the sources on schedule, detect, open incidents, notify Slack."""
-    from bot.app import run_forever
-    from bot.config import Settings
-    from bot.runbooks import RunbookError
+    from paytriage.app.service import run_forever
+    from paytriage.config import Settings
+    from paytriage.incidents.runbooks import RunbookError
 
     settings = _load(config)
     assert isinstance(settings, Settings)
@@ -254,9 +255,10 @@ def detect(
     live bot would, so persistence and hysteresis are judged, and print the findings that
     are raised at that moment. Exit status 0 whether or not something was found.
     """
-    from bot.config import Settings
-    from bot.detection import replay, runs_for
-    from bot.sources import PrometheusSource
+    from paytriage.config import Settings
+    from paytriage.detection.replay import replay
+    from paytriage.detection.run import runs_for
+    from paytriage.sources import PrometheusSource
 
     if not once:
         raise typer.BadParameter("only --once is supported; `paytriage run` detects on schedule")
@@ -268,7 +270,7 @@ def detect(
     if prometheus_url:
         prom_cfg = prom_cfg.model_copy(update={"url": prometheus_url})
     step = timedelta(minutes=1)
-    runs, missing = runs_for(settings.detectors.enabled(), step)
+    runs = runs_for(settings.detectors.enabled(), step)
     # Replay long enough to judge persistence and hysteresis as the live bot would have.
     longest = max((r.cfg.for_ + r.cfg.clear_after + r.cfg.interval * 3 for r in runs), default=step)
     result = replay(PrometheusSource(prom_cfg), runs, end - longest, end, step)
@@ -281,8 +283,6 @@ def detect(
         typer.echo(f"  [{f.severity.value}] {f.detector} {where}{onset}: {f.title}")
         for q in f.queries:
             typer.echo(f"      {q.query}")
-    if missing:
-        typer.echo(f"not implemented yet (detectors issue): {', '.join(missing)}", err=True)
 
 
 @app.command()
@@ -314,9 +314,9 @@ def backtest(
     """
     import json
 
-    from bot.backtest import backtest as run_backtest
-    from bot.config import Settings
-    from bot.sources import PrometheusSource
+    from paytriage.config import Settings
+    from paytriage.lab.backtest import backtest as run_backtest
+    from paytriage.sources import PrometheusSource
 
     t_start = _parse_time(start, "--start")
     t_end = _parse_time(end, "--end")
@@ -329,8 +329,8 @@ def backtest(
         raise typer.BadParameter(str(exc), param_hint="--step") from None
     if step_td < timedelta(seconds=1):
         raise typer.BadParameter("must be at least 1s", param_hint="--step")
-    from bot.rules import load_rules
-    from bot.scoring import load_labels
+    from paytriage.lab.rules import load_rules
+    from paytriage.lab.scoring import load_labels
 
     scenarios = _read_file(labels, load_labels, "--labels")
     rules = _read_file(compare_rules, load_rules, "--compare-rules")
@@ -364,7 +364,7 @@ def backtest(
         )
     alerts = None
     if rules is not None:
-        from bot.rules import evaluate
+        from paytriage.lab.rules import evaluate
 
         rules_result = evaluate(source, rules, t_start, t_end, step_td)
         alerts = rules_result.alerts
@@ -373,7 +373,7 @@ def backtest(
         doc["static_rules"] = {"file": str(compare_rules), "alerts": alerts}
         typer.echo(f"Static rules ({compare_rules}): {len(alerts)} alert(s) fired")
     if scenarios is not None:
-        from bot.scoring import format_misses, format_scores, score
+        from paytriage.lab.scoring import format_misses, format_scores, score
 
         scores = [score(doc["incidents"], scenarios, t_start, t_end, "paytriage")]
         if alerts is not None:
@@ -388,8 +388,6 @@ def backtest(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(doc, indent=2) + "\n")
     typer.echo(f"Wrote {output}")
-    if result.missing:
-        typer.echo(f"not implemented yet: {', '.join(result.missing)}", err=True)
 
 
 @app.command()
@@ -425,7 +423,7 @@ def demo(
     """
     import os
 
-    from bot.demo import run_demo
+    from paytriage.lab.demo import run_demo
 
     token = os.environ.get("SLACK_BOT_TOKEN") or None
     if slack_channel and not token:
@@ -465,10 +463,10 @@ def postmortem(
     (--from), or export the approved one (--export)."""
     import re
 
-    from bot.config import Settings
-    from bot.live import store_url
-    from bot.postmortem import PostmortemError, export_postmortem, render_postmortem
-    from bot.store import Store
+    from paytriage.config import Settings
+    from paytriage.reports.postmortem import PostmortemError, export_postmortem, render_postmortem
+    from paytriage.store import Store
+    from paytriage.store.url import store_url
 
     if not re.fullmatch(r"inc-[0-9a-f]{12}", incident):
         raise typer.BadParameter(

@@ -17,10 +17,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from bot.config.types import Duration, EnvStr, StrictModel
-from detectors.base import Assessment, BaselineConfig, DetectorConfig, Finding, QueryRef
-from detectors.signals import Frame, LabelKey, Offset, seasonal_offsets
-from detectors.stats import cusum_onset, robust_baseline
+from paytriage.core.types import Duration, EnvStr, StrictModel
+from paytriage.detectors.base import Assessment, BaselineConfig, Detector, DetectorConfig
+from paytriage.detectors.signals import Frame, LabelKey, Offset, seasonal_offsets
+from paytriage.detectors.stats import cusum_onset, robust_baseline
+from paytriage.domain.findings import Finding, QueryRef
 
 
 class Signal(StrictModel):
@@ -83,7 +84,9 @@ def _baseline(
     return (b.center, b.spread, "trailing") if b else (math.nan, math.nan, "none")
 
 
-def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
+def assess(
+    cfg: Config, frame: Frame, i: int, active: frozenset[LabelKey] = frozenset()
+) -> list[Assessment]:
     out = []
     for sig in cfg.signals:
         for key, arr in frame.present(sig.name).items():
@@ -142,3 +145,14 @@ def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:
         direction="up" if up else "down",
     )
     return frame.when(lo + start) if start is not None else None
+
+
+DETECTOR = Detector(
+    id="anomaly",
+    config=Config,
+    signals=signals,
+    offsets=offsets,
+    lookback=lookback,
+    assess=assess,
+    onset=onset,
+)

@@ -1,34 +1,25 @@
-"""What every detector shares: its config base, the Finding it returns, and its registry entry.
+"""What every detector shares: its config base, its verdicts (``Assessment``) and the
+``Detector`` protocol it declares itself with.
 
 A detector is one module in this package with a ``Config`` model (its PromQL and thresholds,
-defaults written for the reference schema of TELEMETRY.md) and, once implemented,
-``evaluate(signals, now) -> list[Finding]``. It is registered by one line in
-``detectors/__init__.py``.
+defaults written for the reference schema of ``docs/telemetry.md``), pure functions over a
+``Frame`` and, at its end, ``DETECTOR = Detector(...)``: what the runner, the evidence and the
+postmortem need to know of it. It is registered by one line in ``detectors/__init__.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from bot.config.types import Duration, LabelName, StrictModel
-
-
-class Severity(StrEnum):
-    """PagerDuty's severities, used everywhere for one vocabulary."""
-
-    critical = "critical"
-    error = "error"
-    warning = "warning"
-    info = "info"
-
-    @property
-    def rank(self) -> int:
-        return ["info", "warning", "error", "critical"].index(self.value)
+from paytriage.core.promql import check_label_name, check_template
+from paytriage.core.types import Duration, LabelName, StrictModel
+from paytriage.detectors.signals import Frame, LabelKey, Offset
+from paytriage.domain.findings import Finding, Severity
 
 
 class DetectorConfig(StrictModel):
@@ -86,35 +77,6 @@ DimensionList = list[LabelName]
 
 
 @dataclass(frozen=True)
-class QueryRef:
-    """The query and window behind a number, so evidence and postmortems can cite it."""
-
-    source: str  # "prometheus" | "opensearch"
-    query: str
-    start: datetime | None = None
-    end: datetime | None = None
-    step: timedelta | None = None
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One detector's conclusion at one evaluation: pure data."""
-
-    detector: str
-    severity: Severity
-    dimensions: dict[str, str]
-    title: str
-    observed: float
-    expected: float
-    band: tuple[float, float]
-    onset: datetime | None
-    at: datetime
-    unit: str = ""
-    queries: tuple[QueryRef, ...] = ()
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Assessment:
     """A detector's verdict on one key (dimensions) at one step, before persistence.
 
@@ -129,3 +91,73 @@ class Assessment:
     holding: bool
     finding: Finding
     since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RatioQueries:
+    """PromQL templates of the failure ratio a detector judges, broken down by value (see
+    ``paytriage.core.promql.check_template``); the evidence's breakdown and impact read it.
+
+    ``numerator`` / ``denominator`` count failures and attempts by ``{by}``; ``shared`` maps a
+    dimension whose failures come from another metric (``reason`` from the declines counter)
+    to its numerator template: its values share the slice's total attempts as denominator.
+    ``labels`` are the labels the ratio's metrics carry (None: any configured in
+    ``evidence.breakdown_by``).
+    """
+
+    numerator: str
+    denominator: str
+    shared: Mapping[str, str] = field(default_factory=dict)
+    labels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check_template(self.numerator)
+        check_template(self.denominator)
+        for dim, template in self.shared.items():
+            check_label_name(dim)
+            check_template(template)
+
+
+@dataclass(frozen=True)
+class Chart:
+    """The detector's signal to chart for an incident, and its denominator for a ratio."""
+
+    signal: str
+    per: str | None = None
+
+
+FollowUps = Mapping[str, Sequence[tuple[str, str]]]
+"""Money follow-ups for the postmortem, (title, detail with ``{where}``), by the lead
+finding's ``details["cause"]``; ``""`` holds those for any other cause."""
+
+C = TypeVar("C", bound=DetectorConfig)
+
+
+@dataclass(frozen=True)
+class Detector(Generic[C]):
+    """A detector as the rest of the bot sees it: declared once, at the end of its module.
+
+    ``signals`` names the PromQL it reads (from its config), ``offsets`` the past grids it
+    compares with (days and weeks back), ``history_signals`` which signals it reads there
+    (None: all), ``lookback`` how much of the present it needs. ``assess`` is pure: a frame,
+    a step and the keys it has raised (an open finding may explain a second slice) give its
+    verdicts. ``onset`` estimates when a raised finding began. ``chart``, ``ratio``,
+    ``follow_ups`` and ``causes`` (the postmortem's hypothesis for each ``details["cause"]``
+    it names) are what the evidence and the postmortem show of it.
+    """
+
+    id: str
+    config: type[C]
+    signals: Callable[[C], Mapping[str, str]]
+    offsets: Callable[[C], Sequence[Offset]]
+    lookback: Callable[[C], timedelta]
+    assess: Callable[[C, Frame, int, frozenset[LabelKey]], list[Assessment]]
+    onset: Callable[[C, Frame, Assessment, int], datetime | None]
+    history_signals: Callable[[C], Collection[str]] | None = None
+    chart: Chart | None = None
+    ratio: RatioQueries | None = None
+    follow_ups: FollowUps = field(default_factory=dict)
+    causes: Mapping[str, str] = field(default_factory=dict)
+
+    def follow_ups_for(self, cause: Any) -> Sequence[tuple[str, str]]:
+        return self.follow_ups.get(str(cause), None) or self.follow_ups.get("", ())

@@ -22,9 +22,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from bot.config.types import Duration, EnvStr, StrictModel, format_duration
-from detectors.base import Assessment, DetectorConfig, Finding, QueryRef, Severity
-from detectors.signals import (
+from paytriage.core.types import Duration, EnvStr, StrictModel, format_duration
+from paytriage.detectors.base import Assessment, Chart, Detector, DetectorConfig, RatioQueries
+from paytriage.detectors.signals import (
     PRESENT,
     Frame,
     LabelKey,
@@ -35,7 +35,8 @@ from detectors.signals import (
     last_minute_high,
     ratio_onset,
 )
-from detectors.stats import estimate_overdispersion, proportion_excess
+from paytriage.detectors.stats import estimate_overdispersion, proportion_excess
+from paytriage.domain.findings import Finding, QueryRef, Severity
 
 
 class Queries(StrictModel):
@@ -154,7 +155,9 @@ def _sustained(
     return False
 
 
-def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
+def assess(
+    cfg: Config, frame: Frame, i: int, active: frozenset[LabelKey] = frozenset()
+) -> list[Assessment]:
     allowance = 1 - cfg.objective
     sigs = signals(cfg)
     out = []
@@ -237,3 +240,44 @@ def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:
         lookback=lookback(cfg),
         short_window=cfg.short_window,
     )
+
+
+CAPTURES = RatioQueries(
+    numerator='sum by ({by}) (increase(payment_captures_total{{outcome="failed"{and_matchers}}}'
+    "[{window}]{offset}))",
+    denominator="sum by ({by}) (increase(payment_captures_total{{{matchers}}}[{window}]{offset}))",
+    labels=("psp",),
+)
+"""Failed captures over all captures (``payment_captures_total`` only has ``psp``)."""
+
+
+FOLLOW_UPS = {
+    "": [
+        (
+            "Captures to retry before authorizations expire",
+            "List the captures that failed on {where} and retry them before their "
+            "authorizations expire (check each scheme's and PSP's validity period); release "
+            "the authorizations that will not be captured.",
+        ),
+        (
+            "Reconcile captured amounts",
+            "Compare captured amounts with the PSP's settlement report: no capture missing, "
+            "none duplicated by a retry, partial captures as intended.",
+        ),
+    ],
+}
+"""Money follow-ups for the postmortem."""
+
+
+DETECTOR = Detector(
+    id="capture_failures",
+    config=Config,
+    signals=signals,
+    offsets=offsets,
+    lookback=lookback,
+    assess=assess,
+    onset=onset,
+    chart=Chart("failures", per="attempts"),
+    ratio=CAPTURES,
+    follow_ups=FOLLOW_UPS,
+)

@@ -1,6 +1,6 @@
 """decline_spike: failed authorizations over attempts per slice, volume-aware, seasonal.
 
-Method (see DETECTION_NOTES.md):
+Method (see docs/detection.md):
 
 - Signals are fetched once at full granularity (``by psp, country, method``) and summed in
   memory into the slices tested: the platform total and each dimension alone. A few large
@@ -40,18 +40,18 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from bot.config.types import Duration, EnvStr, StrictModel, format_duration
-from detectors.base import (
+from paytriage.core.types import Duration, EnvStr, StrictModel, format_duration
+from paytriage.detectors.base import (
     Assessment,
     BaselineConfig,
+    Chart,
+    Detector,
     DetectorConfig,
     DimensionList,
-    Finding,
-    QueryRef,
-    Severity,
+    RatioQueries,
     default_dimensions,
 )
-from detectors.signals import (
+from paytriage.detectors.signals import (
     Frame,
     LabelKey,
     Offset,
@@ -62,7 +62,8 @@ from detectors.signals import (
     ratio_onset,
     seasonal_offsets,
 )
-from detectors.stats import estimate_overdispersion_rows, proportion_excess
+from paytriage.detectors.stats import estimate_overdispersion_rows, proportion_excess
+from paytriage.domain.findings import Finding, QueryRef, Severity
 
 
 class Queries(StrictModel):
@@ -619,3 +620,74 @@ def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:
         lookback=cfg.trailing,
         short_window=cfg.short_window,
     )
+
+
+AUTHORIZATIONS = RatioQueries(
+    numerator="sum by ({by}) (increase(payment_authorizations_total"
+    '{{outcome=~"declined|error"{and_matchers}}}[{window}]{offset}))',
+    denominator="sum by ({by}) (increase(payment_authorizations_total{{{matchers}}}"
+    "[{window}]{offset}))",
+    shared={
+        "reason": "sum by ({by}) (increase(payment_declines_total{{{matchers}}}[{window}]{offset}))"
+    },
+)
+"""Failed authorizations (declined or error) over attempts; decline reasons from
+``payment_declines_total`` over the same attempts."""
+
+
+FOLLOW_UPS = {
+    "issuer": [
+        (
+            "Issuer declines: no bulk retries",
+            "Do not retry issuer declines in bulk (scheme retry rules); share the decline "
+            "codes seen on {where} with the PSP or acquirer and ask what the issuers changed.",
+        ),
+        (
+            "Scheme and PSP communication",
+            "Ask the PSP or acquirer for the issuers' explanation and any guidance for "
+            "cardholders.",
+        ),
+    ],
+    "": [
+        (
+            "Payments to retry",
+            "List the payments that failed with technical errors on {where}; decide with the "
+            "merchants which to retry (customers may already have paid another way).",
+        ),
+        (
+            "Duplicate authorization check",
+            "Check for duplicate authorizations (a timed-out request retried may have "
+            "authorized twice) and void or refund the duplicates.",
+        ),
+        (
+            "Scheme and PSP communication",
+            "Ask the PSP (and through it the schemes) for their incident report, and whether "
+            "fees or penalties apply to the failed attempts.",
+        ),
+    ],
+}
+"""Money follow-ups for the postmortem: issuer declines, else technical errors."""
+
+
+CAUSES = {
+    "technical": "The failures are mostly technical errors, not issuer declines: the PSP, the "
+    "network or our integration is more likely at fault than the issuers.",
+    "issuer": "The failures are mostly issuer declines, not technical errors: issuers or "
+    "their rules are more likely to have changed than our systems.",
+}
+"""What each cause the detector names suggests, for the postmortem's hypotheses."""
+
+DETECTOR = Detector(
+    id="decline_spike",
+    config=Config,
+    signals=signals,
+    offsets=offsets,
+    lookback=lookback,
+    assess=assess,
+    onset=onset,
+    history_signals=history_signals,
+    chart=Chart("failures", per="attempts"),
+    ratio=AUTHORIZATIONS,
+    follow_ups=FOLLOW_UPS,
+    causes=CAUSES,
+)

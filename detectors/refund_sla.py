@@ -32,15 +32,16 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from bot.config.types import Duration, EnvStr, StrictModel, format_duration
-from detectors.base import Assessment, DetectorConfig, Finding, QueryRef, Severity
-from detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of
-from detectors.stats import (
+from paytriage.core.types import Duration, EnvStr, StrictModel, format_duration
+from paytriage.detectors.base import Assessment, Chart, Detector, DetectorConfig
+from paytriage.detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of
+from paytriage.detectors.stats import (
     burn_rate,
     count_shortfall,
     estimate_overdispersion,
     proportion_excess,
 )
+from paytriage.domain.findings import Finding, QueryRef, Severity
 
 
 class Queries(StrictModel):
@@ -297,7 +298,9 @@ def _breaches_piling_up(
     return None
 
 
-def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
+def assess(
+    cfg: Config, frame: Frame, i: int, active: frozenset[LabelKey] = frozenset()
+) -> list[Assessment]:
     sigs = signals(cfg)
     keys = set(frame.present("pending_over_sla")) | set(
         frame.present(_name("requested", cfg.drain_window))
@@ -404,3 +407,34 @@ def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:
     while j > 0 and req[j - 1] > 0 and done[j - 1] / req[j - 1] < cfg.min_drain_ratio:
         j -= 1
     return frame.when(j) - cfg.drain_short + timedelta(seconds=frame.step)
+
+
+FOLLOW_UPS = {
+    "": [
+        (
+            "Stuck refunds to reconcile",
+            "List the refunds on {where} that missed the SLA or are still pending; reconcile "
+            "each with the PSP's refund report (completed, failed or never received) and "
+            "re-submit the ones the PSP never got.",
+        ),
+        (
+            "Merchant communication about refunds",
+            "Tell affected merchants which refunds were delayed and when they completed, so "
+            "their support can answer customers.",
+        ),
+    ],
+}
+"""Money follow-ups for the postmortem."""
+
+
+DETECTOR = Detector(
+    id="refund_sla",
+    config=Config,
+    signals=signals,
+    offsets=offsets,
+    lookback=lookback,
+    assess=assess,
+    onset=onset,
+    chart=Chart("pending_over_sla"),
+    follow_ups=FOLLOW_UPS,
+)

@@ -6,7 +6,7 @@ day back...). A detector evaluated "at index i" reads only indices ``<= i`` of t
 block, so replaying a frame step by step never looks ahead. History blocks are in the past by
 construction; a detector may read around index ``i`` there.
 
-Fetching is the caller's business (``bot.detection``); everything here is pure.
+Fetching is the caller's business (``paytriage.detection``); everything here is pure.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import NoReturn, TypeVar
 
 import numpy as np
 
-from bot.config.types import format_duration
+from paytriage.core.types import format_duration
 
 LabelKey = tuple[tuple[str, str], ...]
 T = TypeVar("T")
@@ -145,7 +145,7 @@ BLIP_MINUTES = 2  # a blip this many minutes long must never page
 
 
 def _stands_out(f: float, a: float, floor: float, expected: float, overdispersion: float) -> bool:
-    from detectors.stats import proportion_excess
+    from paytriage.detectors.stats import proportion_excess
 
     if a <= 0 or f < a * floor:
         return False
@@ -201,7 +201,7 @@ def burst_since(
     so it never qualifies, while a real rise shows in the rest too. Such a rise counts
     towards ``for`` from its first minute instead of waiting for more evaluations.
     """
-    from detectors.stats import proportion_excess
+    from paytriage.detectors.stats import proportion_excess
 
     n = max(1, round(span / timedelta(minutes=1)))
     dims = tuple(d for d, _ in key)
@@ -577,7 +577,7 @@ def ratio_onset(
     The spread is the binomial one at the slice's typical short-window volume (floored), so
     onset is judged on the same scale as the detection.
     """
-    from detectors.stats import cusum_onset
+    from paytriage.detectors.stats import cusum_onset
 
     dims = tuple(d for d, _ in key)
     n_arr = frame.rolled(num, 0, dims).get(key)

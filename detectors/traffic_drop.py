@@ -31,17 +31,16 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from bot.config.types import Duration, EnvStr, StrictModel, format_duration
-from detectors.base import (
+from paytriage.core.types import Duration, EnvStr, StrictModel, format_duration
+from paytriage.detectors.base import (
     Assessment,
     BaselineConfig,
+    Chart,
+    Detector,
     DetectorConfig,
     DimensionList,
-    Finding,
-    QueryRef,
-    Severity,
 )
-from detectors.signals import (
+from paytriage.detectors.signals import (
     BLIP_MINUTES,
     MINUTE_ALPHA,
     Cum,
@@ -53,7 +52,8 @@ from detectors.signals import (
     nanquantile_rows,
     seasonal_offsets,
 )
-from detectors.stats import count_shortfall, cusum_onset
+from paytriage.detectors.stats import count_shortfall, cusum_onset
+from paytriage.domain.findings import Finding, QueryRef, Severity
 
 
 class Queries(StrictModel):
@@ -239,7 +239,9 @@ def _expected(
     return s / n, "trailing"
 
 
-def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
+def assess(
+    cfg: Config, frame: Frame, i: int, active: frozenset[LabelKey] = frozenset()
+) -> list[Assessment]:
     sigs = signals(cfg)
     out: list[Assessment] = []
     stale_slices: list[tuple[LabelKey, str]] = []
@@ -432,3 +434,34 @@ def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:
     if start is None:
         return None
     return frame.when(lo + start) - cfg.short_window + timedelta(seconds=frame.step)
+
+
+FOLLOW_UPS = {
+    "": [
+        (
+            "Lost checkouts",
+            "Estimate the checkouts lost on {where} against the expected traffic (the "
+            "detector's expected level, in the evidence) with product analytics.",
+        ),
+        (
+            "Merchant communication about the outage",
+            "Tell affected merchants when payments on {where} were unavailable, and that it "
+            "is resolved.",
+        ),
+    ],
+}
+"""Money follow-ups for the postmortem."""
+
+
+DETECTOR = Detector(
+    id="traffic_drop",
+    config=Config,
+    signals=signals,
+    offsets=offsets,
+    lookback=lookback,
+    assess=assess,
+    onset=onset,
+    history_signals=history_signals,
+    chart=Chart("attempts"),
+    follow_ups=FOLLOW_UPS,
+)

@@ -21,10 +21,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from bot.config.types import Duration, EnvStr, StrictModel, format_duration
-from detectors.base import Assessment, DetectorConfig, Finding, QueryRef
-from detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of
-from detectors.stats import cusum_onset, proportion_excess
+from paytriage.core.types import Duration, EnvStr, StrictModel, format_duration
+from paytriage.detectors.base import Assessment, Chart, Detector, DetectorConfig
+from paytriage.detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of
+from paytriage.detectors.stats import cusum_onset, proportion_excess
+from paytriage.domain.findings import Finding, QueryRef
 
 
 class Queries(StrictModel):
@@ -83,7 +84,9 @@ def _median_before(frame: Frame, name: str, key: LabelKey, i: int, cfg: Config) 
     return float(np.median(chunk)) if len(chunk) >= 10 else math.nan
 
 
-def assess(cfg: Config, frame: Frame, i: int) -> list[Assessment]:
+def assess(
+    cfg: Config, frame: Frame, i: int, active: frozenset[LabelKey] = frozenset()
+) -> list[Assessment]:
     sigs = signals(cfg)
     keys = set(frame.present("lag_p95")) | set(frame.present("backlog_oldest_age"))
     out = []
@@ -166,3 +169,29 @@ def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:
     values = arr[lo : i + 1].tolist()
     start = cusum_onset(values, 0.0, spread=max(cfg.slo_p95_seconds / 4, 1.0), k=1.0)
     return frame.when(lo + start) if start is not None else None
+
+
+FOLLOW_UPS = {
+    "": [
+        (
+            "Reconcile payment states with PSP reports",
+            "Compare the states of payments on {where} during the incident (authorized, "
+            "captured, refunded, disputed) with the PSP's reports; replay missed webhooks and "
+            "fix orders whose state is stale.",
+        ),
+    ],
+}
+"""Money follow-ups for the postmortem."""
+
+
+DETECTOR = Detector(
+    id="webhook_lag",
+    config=Config,
+    signals=signals,
+    offsets=offsets,
+    lookback=lookback,
+    assess=assess,
+    onset=onset,
+    chart=Chart("lag_p95"),
+    follow_ups=FOLLOW_UPS,
+)

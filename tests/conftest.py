@@ -23,6 +23,8 @@ import pytest
 from hypothesis import settings
 from sqlalchemy.engine import make_url
 
+from paytriage.store import Store
+
 # No per-example deadline: the unit tests run on two workers while scripts/test starts the
 # stack (a JVM) beside them on a 2-core machine, and a slow example there says nothing about
 # the code. The property tests still bound their work with max_examples.
@@ -70,7 +72,7 @@ NOT_ABOUT_PROMQL = {
     "test_replicas": "leader election on PostgreSQL, detectors off: PromQL is only probed "
     "(test_run probes it)",
     "test_opensearch": "the OpenSearch source only",
-    "test_evidence_logs": "log and change evidence from OpenSearch only",
+    "test_logs_opensearch": "log and change evidence from OpenSearch only",
     "test_readonly": "the filesystem the bot writes to; test_run covers its start-up queries",
 }
 
@@ -91,8 +93,17 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"PromQL backend: {PROMQL_BACKEND} (PAYTRIAGE_PROMQL_BACKEND)"
 
 
+# The fixtures that start or load a real server of scripts/stack: a test that uses one is an
+# integration test, whatever its module says.
+SERVER_FIXTURES = frozenset({"stack", "postgres_url"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On VictoriaMetrics keep the tests that query the stack, less the Prometheus-only ones."""
+    """Marks the tests that need a real server ``integration``; on VictoriaMetrics keeps the
+    tests that query the stack, less the Prometheus-only ones."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
     keep, drop = [], []
     for item in items:
         mark = item.get_closest_marker("prometheus_only")
@@ -108,6 +119,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh SQLite store (the tests of the store itself also run it on PostgreSQL)."""
+    s = Store.open(f"sqlite:///{tmp_path / 'paytriage.db'}")
+    yield s
+    s.close()
+
+
 @dataclass(frozen=True)
 class Stack:
     prometheus_url: str
@@ -118,7 +137,7 @@ class Stack:
     day2_labels: dict[str, object]
 
 
-def _stack_env() -> dict[str, str]:
+def stack_env() -> dict[str, str]:
     out = subprocess.run([str(STACK), "env"], check=True, capture_output=True, text=True).stdout
     env = {}
     for line in out.splitlines():
@@ -136,7 +155,7 @@ def _run(*args: str) -> None:
 
 
 def simulation_spec():
-    from bot.simulate import Scenario, SimulationSpec
+    from paytriage.lab.simulate import Scenario, SimulationSpec
 
     return SimulationSpec(
         start=DATA_START,
@@ -159,7 +178,7 @@ def simulation_spec():
 
 
 def day2_spec():
-    from bot.simulate import Scenario, SimulationSpec
+    from paytriage.lab.simulate import Scenario, SimulationSpec
 
     return SimulationSpec(
         start=DAY2_START,
@@ -186,7 +205,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     With PAYTRIAGE_PROMQL_BACKEND=victoriametrics, VictoriaMetrics is started and loaded as
     well, and ``prometheus_url`` is its URL.
     """
-    from bot.simulate import simulate
+    from paytriage.lab.simulate import simulate
 
     with _stack_lock():
         _run("up")
@@ -196,7 +215,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     simulate(day2_spec(), day2_dir)
     labels_text = (data_dir / "labels.json").read_text()
     day2_text = (day2_dir / "labels.json").read_text()
-    env = _stack_env()
+    env = stack_env()
     promql_url = env["PAYTRIAGE_PROMETHEUS_URL"]
     with _stack_lock():  # pytest-xdist workers: one loads, the others find it loaded
         marker = STACK_DIR / "loaded-labels.json"
@@ -240,7 +259,7 @@ def postgres_url() -> str:
     as well as against SQLite."""
     with _stack_lock():
         _run("up", "postgres")
-    base = make_url(_stack_env()["PAYTRIAGE_DATABASE_URL"])
+    base = make_url(stack_env()["PAYTRIAGE_DATABASE_URL"])
     name = f"{base.database}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
     from sqlalchemy import create_engine, text
 

@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bot.config.models import Settings
-from bot.config.types import Secret
+from paytriage.config.models import Settings
+from paytriage.core.types import Secret
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "paytriage.yaml"
 

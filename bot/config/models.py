@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from bot.config.types import Duration, EnvStr, LabelName, Secret, StrictModel
-from bot.incidents.lifecycle import Maintenance
-from detectors import DetectorsConfig
-from detectors.base import Severity
+from paytriage.core.types import Duration, EnvStr, LabelName, Secret, StrictModel
+from paytriage.detectors import DetectorsConfig
+from paytriage.domain.findings import Severity
+from paytriage.domain.lifecycle import Maintenance
 
 
 def _http_url(value: str) -> str:

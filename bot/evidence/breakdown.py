@@ -25,18 +25,17 @@ incident's dimension values, escaped as PromQL strings, with label names checked
 from __future__ import annotations
 
 import math
-import re
-import string
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from bot.config.types import format_duration
-from bot.evidence.impact import format_count, format_percent, format_window
-from bot.sources.base import MetricsSource, Series, SourceError
-from detectors.base import QueryRef
-from detectors.signals import LabelKey, label_key
-from detectors.stats import proportion_excess
+from paytriage.core.promql import build_query, check_label_name
+from paytriage.detectors.base import RatioQueries
+from paytriage.detectors.signals import LabelKey, label_key
+from paytriage.detectors.stats import proportion_excess
+from paytriage.domain.findings import QueryRef
+from paytriage.evidence.impact import format_count, format_percent, format_window
+from paytriage.sources.base import MetricsSource, Series, SourceError
 
 Counts = tuple[float, float]
 """(failures, attempts) of one label key over one window."""
@@ -55,140 +54,6 @@ MIN_BASELINE_ATTEMPTS = 20.0
 
 DEFAULT_DIMENSIONS = ("psp", "country", "method", "reason")
 
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_TEMPLATE_FIELDS = frozenset({"by", "window", "offset", "matchers", "and_matchers"})
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-# --- PromQL building --------------------------------------------------------------------------
-
-
-def check_label_name(name: str) -> str:
-    """``name`` when it is a valid Prometheus label name; ValueError otherwise."""
-    if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name):
-        raise ValueError(f"not a valid label name: {name!r} (must match [a-zA-Z_][a-zA-Z0-9_]*)")
-    return name
-
-
-def promql_string(value: str) -> str:
-    """``value`` as a double-quoted PromQL string literal.
-
-    Backslash, double quote, newline, carriage return and tab are escaped as ``\\\\``,
-    ``\\"``, ``\\n``, ``\\r``, ``\\t``; other control characters as ``\\xNN``. Nothing in the
-    value can end the string or the selector.
-    """
-    if not isinstance(value, str):
-        raise ValueError(f"label value must be a string, got {type(value).__name__}")
-    out = []
-    for ch in value:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def label_matchers(dims: Mapping[str, str]) -> str:
-    """Equality matchers for the incident's dimensions, sorted by label name:
-    ``country="DE",psp="stripe"`` (empty for the whole platform)."""
-    return ",".join(f"{check_label_name(k)}={promql_string(v)}" for k, v in sorted(dims.items()))
-
-
-def check_template(template: str) -> str:
-    """``template`` when it has the placeholders a breakdown query needs; ValueError otherwise.
-
-    Placeholders: ``{by}`` (grouping labels, may be empty), ``{window}`` (the range),
-    ``{offset}`` (empty or `` offset 1w``, written right after the range's ``]``) and the
-    incident's matchers as ``{matchers}`` (``psp="stripe"``, for a selector with no other
-    matcher: ``metric{{{matchers}}}``) or ``{and_matchers}`` (``,psp="stripe"``, after other
-    matchers: ``metric{{outcome="failed"{and_matchers}}}``). Literal braces are doubled.
-    """
-    try:
-        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as exc:
-        raise ValueError(f"bad query template {template!r}: {exc}") from exc
-    unknown = names - _TEMPLATE_FIELDS
-    if unknown:
-        raise ValueError(
-            f"query template {template!r} has unknown placeholders {sorted(unknown)}; "
-            f"use {sorted(_TEMPLATE_FIELDS)}"
-        )
-    missing = {"by", "window", "offset"} - names
-    if missing:
-        raise ValueError(f"query template {template!r} lacks {sorted(missing)}")
-    if not names & {"matchers", "and_matchers"}:
-        raise ValueError(
-            f"query template {template!r} lacks {{matchers}} or {{and_matchers}}: "
-            "it could not be restricted to the incident's slice"
-        )
-    return template
-
-
-def build_query(
-    template: str,
-    *,
-    by: Sequence[str],
-    window: timedelta,
-    dims: Mapping[str, str],
-    offset: timedelta | None = None,
-) -> str:
-    """A query from a template (see ``check_template``) for one grouping, window and slice."""
-    check_template(template)
-    if window <= timedelta(0):
-        raise ValueError(f"window must be positive, got {window}")
-    if offset is not None and offset < timedelta(0):
-        raise ValueError(f"offset must not be negative, got {offset}")
-    matchers = label_matchers(dims)
-    return template.format(
-        by=", ".join(check_label_name(b) for b in by),
-        window=format_duration(window),
-        offset=f" offset {format_duration(offset)}" if offset else "",
-        matchers=matchers,
-        and_matchers=f",{matchers}" if matchers else "",
-    )
-
-
-@dataclass(frozen=True)
-class RatioQueries:
-    """PromQL templates of a ratio broken down by value (see ``check_template``).
-
-    ``numerator`` / ``denominator`` count failures and attempts by ``{by}``; ``shared`` maps a
-    dimension whose failures come from another metric (``reason`` from the declines counter)
-    to its numerator template: its values share the slice's total attempts as denominator.
-    """
-
-    numerator: str
-    denominator: str
-    shared: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        check_template(self.numerator)
-        check_template(self.denominator)
-        for dim, template in self.shared.items():
-            check_label_name(dim)
-            check_template(template)
-
-
-AUTHORIZATIONS = RatioQueries(
-    numerator="sum by ({by}) (increase(payment_authorizations_total"
-    '{{outcome=~"declined|error"{and_matchers}}}[{window}]{offset}))',
-    denominator="sum by ({by}) (increase(payment_authorizations_total{{{matchers}}}"
-    "[{window}]{offset}))",
-    shared={
-        "reason": "sum by ({by}) (increase(payment_declines_total{{{matchers}}}[{window}]{offset}))"
-    },
-)
-"""Failed authorizations (declined or error) over attempts; decline reasons from
-``payment_declines_total`` over the same attempts."""
-
-CAPTURES = RatioQueries(
-    numerator='sum by ({by}) (increase(payment_captures_total{{outcome="failed"{and_matchers}}}'
-    "[{window}]{offset}))",
-    denominator="sum by ({by}) (increase(payment_captures_total{{{matchers}}}[{window}]{offset}))",
-)
-"""Failed captures over all captures (``payment_captures_total`` only has ``psp``)."""
 
 
 # --- the pure core ----------------------------------------------------------------------------

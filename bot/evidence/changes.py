@@ -1,6 +1,6 @@
 """Change evidence: deploys, config and feature-flag changes shortly before an incident's onset.
 
-:func:`gather_changes` reads the change-events index (TELEMETRY.md: ``@timestamp``,
+:func:`gather_changes` reads the change-events index (docs/telemetry.md: ``@timestamp``,
 ``service``, ``kind``, ``version``, ``author``, ``description``) over
 ``[onset - lookback, onset + after)`` with exact-match filters only, and :func:`rank_changes`
 (pure) orders what it found: changes at or before onset first, the closest to onset first;
@@ -18,9 +18,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.evidence.logs import describe_query
-from bot.sources.base import LogSource, SourceError
-from detectors.base import QueryRef
+from paytriage.core.redact import redact as default_redact
+from paytriage.domain.findings import QueryRef
+from paytriage.evidence.logs import describe_query
+from paytriage.sources.base import LogSource, SourceError
 
 Redactor = Callable[[str], str]
 
@@ -36,13 +37,6 @@ CHANGE_FIELDS: Mapping[str, str] = {
     "description": "description",
 }
 """Field names of the change-events index in the reference schema."""
-
-
-def default_redact(text: str) -> str:
-    """``bot.redact.redact``, imported when first needed (fails closed if it is missing)."""
-    from bot.redact import redact
-
-    return redact(text)
 
 
 @dataclass(frozen=True)
@@ -213,7 +207,6 @@ __all__ = [
     "DEFAULT_KINDS",
     "Change",
     "ChangeEvidence",
-    "default_redact",
     "gather_changes",
     "mentioned",
     "rank_changes",

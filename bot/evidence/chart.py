@@ -30,8 +30,8 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import PercentFormatter
 
-from detectors.base import Finding
-from detectors.signals import Frame, LabelKey, label_key
+from paytriage.detectors.signals import Frame, LabelKey, label_key
+from paytriage.domain.findings import Finding
 
 OBSERVED_COLOR = "#1f77b4"
 EXPECTED_COLOR = "#2ca02c"

@@ -1,4 +1,5 @@
-"""Evidence for one incident: every section gathered, shaped into the JSON the store keeps.
+"""Evidence for one incident: every section gathered into an ``Evidence``
+(``bot.domain.evidence``, which the store keeps as JSON).
 
 The IO edge of the evidence package. ``EvidenceGatherer.gather`` reads the breakdown and
 impact from the metrics source, log patterns and changes from the log source, renders the
@@ -15,49 +16,39 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from bot.config.models import EvidenceConfig, LogFields
-from bot.evidence.breakdown import AUTHORIZATIONS, CAPTURES, Breakdown, RatioQueries
-from bot.evidence.breakdown import gather_breakdown as read_breakdown
-from bot.evidence.changes import ChangeEvidence, gather_changes
-from bot.evidence.chart import chart_finding
-from bot.evidence.impact import Impact, TicketSize, estimate_impact
-from bot.evidence.logs import LogEvidence, gather_logs
-from bot.incidents.grouping import Incident, iso, related
-from bot.sources.base import LogSource, MetricsSource
-from detectors.base import Finding, QueryRef
-from detectors.signals import Frame
+from paytriage.config.models import EvidenceConfig, LogFields
+from paytriage.core.types import iso
+from paytriage.detectors import REGISTRY
+from paytriage.detectors.base import RatioQueries
+from paytriage.detectors.signals import Frame
+from paytriage.domain.evidence import (
+    BreakdownSection,
+    ChangeItem,
+    ChangesSection,
+    ChartSection,
+    CodeItem,
+    ConcurrentItem,
+    DimensionItem,
+    Evidence,
+    FindingItem,
+    ImpactSection,
+    LogsSection,
+    Onset,
+    PatternItem,
+    TopValue,
+)
+from paytriage.domain.findings import Finding
+from paytriage.domain.incidents import Incident, MemberKey, related
+from paytriage.evidence.breakdown import Breakdown
+from paytriage.evidence.breakdown import gather_breakdown as read_breakdown
+from paytriage.evidence.changes import ChangeEvidence, gather_changes
+from paytriage.evidence.chart import chart_finding
+from paytriage.evidence.impact import Impact, TicketSize, estimate_impact
+from paytriage.evidence.logs import LogEvidence, gather_logs
+from paytriage.sources.base import LogSource, MetricsSource
 
 log = logging.getLogger(__name__)
-
-# The failure ratio each detector judges, for the breakdown and the impact.
-RATIOS: dict[str, RatioQueries] = {"decline_spike": AUTHORIZATIONS, "capture_failures": CAPTURES}
-# The labels each ratio's metrics carry (None: any configured in ``breakdown_by``).
-RATIO_LABELS: dict[str, tuple[str, ...] | None] = {
-    "decline_spike": None,
-    "capture_failures": ("psp",),
-}
-
-# The detector's signals to chart: (numerator, denominator) for a ratio, (signal, None) else.
-CHARTS: dict[str, tuple[str, str | None]] = {
-    "decline_spike": ("failures", "attempts"),
-    "capture_failures": ("failures", "attempts"),
-    "traffic_drop": ("attempts", None),
-    "webhook_lag": ("lag_p95", None),
-    "refund_sla": ("pending_over_sla", None),
-}
-
-
-def query_dict(q: QueryRef) -> dict[str, Any]:
-    out: dict[str, Any] = {"source": q.source, "query": q.query}
-    if q.start is not None:
-        out["start"] = iso(q.start)
-    if q.end is not None:
-        out["end"] = iso(q.end)
-    if q.step is not None:
-        out["step_seconds"] = q.step.total_seconds()
-    return out
 
 
 def _num(x: float | None) -> float | None:
@@ -80,144 +71,138 @@ def incident_window(
     return min(start, at - min_window), at
 
 
-def breakdown_section(b: Breakdown) -> dict[str, Any]:
-    return {
-        "lines": b.lines(),
-        "failures": _num(b.failures),
-        "attempts": _num(b.attempts),
-        "baseline_rate": _num(b.baseline_rate),
-        "baseline": b.baseline_text(b.baseline_kind),
-        "excess": _num(b.excess),
-        "dimensions": [
-            {
-                "dimension": d.dimension,
-                "missing": d.missing,
-                "top": [
-                    {
-                        "value": c.value,
-                        "text": c.describe(),
-                        "rate": _num(c.rate),
-                        "baseline_rate": _num(c.baseline_rate),
-                        "failures": _num(c.failures),
-                        "attempts": _num(c.attempts),
-                        "share_of_excess": _num(c.share),
-                        "significant": c.significant,
-                        "queries": [query_dict(q) for q in c.queries],
-                    }
+def breakdown_section(b: Breakdown) -> BreakdownSection:
+    return BreakdownSection(
+        lines=tuple(b.lines()),
+        failures=_num(b.failures),
+        attempts=_num(b.attempts),
+        baseline_rate=_num(b.baseline_rate),
+        baseline=b.baseline_text(b.baseline_kind),
+        excess=_num(b.excess),
+        dimensions=tuple(
+            DimensionItem(
+                dimension=d.dimension,
+                missing=d.missing,
+                top=tuple(
+                    TopValue(
+                        value=c.value,
+                        text=c.describe(),
+                        rate=_num(c.rate),
+                        baseline_rate=_num(c.baseline_rate),
+                        failures=_num(c.failures),
+                        attempts=_num(c.attempts),
+                        share_of_excess=_num(c.share),
+                        significant=c.significant,
+                        queries=c.queries,
+                    )
                     for c in d.top(3)
-                ],
-            }
+                ),
+            )
             for d in b.breakdowns
-        ],
-        "missing": list(b.missing),
-        "queries": [query_dict(q) for q in b.queries],
-    }
+        ),
+        missing=tuple(b.missing),
+        queries=tuple(b.queries),
+    )
 
 
-def impact_section(i: Impact) -> dict[str, Any]:
-    return {
-        "lines": i.lines(),
-        "failed": _num(i.failed),
-        "attempts": _num(i.attempts),
-        "excess": _num(i.excess),
-        "per_minute": _num(i.per_minute),
-        "amount_so_far": _num(i.amount_so_far),
-        "amount_per_minute": _num(i.amount_per_minute),
-        "currency": i.ticket.currency if i.ticket else None,
-        "window_seconds": i.duration.total_seconds(),
-        "queries": [query_dict(q) for q in i.queries],
-    }
+def impact_section(i: Impact) -> ImpactSection:
+    return ImpactSection(
+        lines=tuple(i.lines()),
+        failed=_num(i.failed),
+        attempts=_num(i.attempts),
+        excess=_num(i.excess),
+        per_minute=_num(i.per_minute),
+        amount_so_far=_num(i.amount_so_far),
+        amount_per_minute=_num(i.amount_per_minute),
+        currency=i.ticket.currency if i.ticket else None,
+        window_seconds=i.duration.total_seconds(),
+        queries=tuple(i.queries),
+    )
 
 
-def logs_section(ev: LogEvidence) -> dict[str, Any]:
-    return {
-        "patterns": [
-            {
-                "template": p.template,
-                "error_code": p.error_code,
-                "count_now": p.count_now,
-                "count_before": p.count_before,
-                "new": p.new,
-                "example": p.example,
-                "sampled": p.sampled,
-            }
+def logs_section(ev: LogEvidence) -> LogsSection:
+    return LogsSection(
+        patterns=tuple(
+            PatternItem(
+                template=p.template,
+                error_code=p.error_code,
+                count_now=p.count_now,
+                count_before=p.count_before,
+                new=p.new,
+                example=p.example,
+                sampled=p.sampled,
+            )
             for p in ev.patterns
-        ],
-        "error_codes": [
-            {"code": c.code, "count_now": c.count_now, "count_before": c.count_before}
-            for c in ev.rising_codes
-        ],
-        "window": [iso(ev.start), iso(ev.end)],
-        "before": [iso(ev.before_start), iso(ev.before_end)],
-        "total_now": ev.total_now,
-        "total_before": ev.total_before,
-        "ignored_dimensions": list(ev.ignored_dimensions),
-        "missing": ev.missing,
-        "queries": [query_dict(q) for q in ev.queries],
-    }
+        ),
+        error_codes=tuple(CodeItem(c.code, c.count_now, c.count_before) for c in ev.rising_codes),
+        window=(ev.start, ev.end),
+        before=(ev.before_start, ev.before_end),
+        total_now=ev.total_now,
+        total_before=ev.total_before,
+        ignored_dimensions=tuple(ev.ignored_dimensions),
+        missing=ev.missing,
+        queries=tuple(ev.queries),
+    )
 
 
-def changes_section(ev: ChangeEvidence) -> dict[str, Any]:
-    return {
-        "items": [
-            {
-                "at": iso(c.at),
-                "service": c.service,
-                "kind": c.kind,
-                "version": c.version,
-                "author": c.author,
-                "description": c.description,
-                "minutes_before_onset": round(c.seconds_before_onset / 60, 1),
-                "mentions": list(c.mentions),
-            }
+def changes_section(ev: ChangeEvidence) -> ChangesSection:
+    return ChangesSection(
+        items=tuple(
+            ChangeItem(
+                at=c.at,
+                service=c.service,
+                kind=c.kind,
+                version=c.version,
+                author=c.author,
+                description=c.description,
+                minutes_before_onset=round(c.seconds_before_onset / 60, 1),
+                mentions=tuple(c.mentions),
+            )
             for c in ev.changes[:10]
-        ],
-        "total": ev.total,
-        "onset": iso(ev.onset),
-        "missing": ev.missing,
-        "queries": [query_dict(ev.query)] if ev.query else [],
-    }
+        ),
+        total=ev.total,
+        onset=ev.onset,
+        missing=ev.missing,
+        queries=(ev.query,) if ev.query else (),
+    )
 
 
 def concurrent_section(
     inc: Incident, active: Sequence[Finding], start: datetime
-) -> list[dict[str, Any]]:
-    """Other findings raised in the incident window that are not part of it."""
-    own = {(f.detector, tuple(sorted(f.dimensions.items()))) for f in inc.members.values()}
-    out = []
-    for f in active:
-        if (f.detector, tuple(sorted(f.dimensions.items()))) in own or f.at < start:
-            continue
-        out.append(
-            {
-                "detector": f.detector,
-                "dimensions": dict(f.dimensions),
-                "title": f.title,
-                "at": iso(f.at),
-                "related": related(inc.dimensions, f.dimensions),
-            }
-        )
-    return sorted(out, key=lambda d: (not d["related"], d["at"]))
+) -> tuple[ConcurrentItem, ...]:
+    """Other findings raised in the incident window that are not part of it, those on a
+    related slice first, then by time."""
+    others = [
+        (related(inc.dimensions, f.dimensions), f)
+        for f in active
+        if MemberKey.of(f) not in inc.members and f.at >= start
+    ]
+    return tuple(
+        ConcurrentItem(f.detector, dict(f.dimensions), f.title, f.at, rel)
+        for rel, f in sorted(others, key=lambda x: (not x[0], iso(x[1].at)))
+    )
 
 
-def finding_section(f: Finding) -> dict[str, Any]:
-    return {
-        "detector": f.detector,
-        "dimensions": dict(f.dimensions),
-        "title": f.title,
-        "observed": _num(f.observed),
-        "expected": _num(f.expected),
-        "band": [_num(f.band[0]), _num(f.band[1])],
-        "unit": f.unit,
-        "at": iso(f.at),
-        "onset": iso(f.onset) if f.onset else None,
-        "queries": [query_dict(q) for q in f.queries],
-    }
+def finding_section(f: Finding) -> FindingItem:
+    return FindingItem(
+        detector=f.detector,
+        dimensions=dict(f.dimensions),
+        title=f.title,
+        observed=_num(f.observed),
+        expected=_num(f.expected),
+        band=(_num(f.band[0]), _num(f.band[1])),
+        unit=f.unit,
+        at=f.at,
+        onset=f.onset,
+        queries=tuple(f.queries),
+    )
 
 
 @dataclass(frozen=True)
 class Gathered:
-    evidence: dict[str, Any]
+    """The evidence and, when one could be drawn, the chart (a PNG the pipeline saves)."""
+
+    evidence: Evidence
     chart: bytes | None
 
 
@@ -243,22 +228,14 @@ class EvidenceGatherer:
         start, end = incident_window(inc, at, self.config.min_window)
         lead = lead_finding(inc)
         onset = inc.onset or inc.opened_at
-        ev: dict[str, Any] = {
-            "gathered_at": iso(at),
-            "window": [iso(start), iso(end)],
-            "onset": {
-                "at": iso(onset),
-                "how": "change point on the detector's signal" if inc.onset else "first alert",
-                "detected_at": iso(inc.opened_at),
-            },
-            "findings": [finding_section(f) for f in inc.active.values()]
-            or [finding_section(lead)],
-        }
-        ratio = RATIOS.get(inc.detector)
+        breakdown: BreakdownSection | None = None
+        impact: ImpactSection | None = None
+        declared = REGISTRY.get(inc.detector)
+        ratio = declared.ratio if declared is not None else None
         if ratio is not None and not inc.data_problem:
-            b = self._breakdown(ratio, inc.dimensions, start, end, RATIO_LABELS.get(inc.detector))
-            ev["breakdown"] = breakdown_section(b)
-            ev["impact"] = impact_section(
+            b = self._breakdown(ratio, inc.dimensions, start, end, ratio.labels)
+            breakdown = breakdown_section(b)
+            impact = impact_section(
                 estimate_impact(
                     b.failures,
                     b.attempts,
@@ -269,10 +246,10 @@ class EvidenceGatherer:
                 )
             )
         if self.logs is None:
-            ev["logs"] = {"missing": "no log source configured"}
-            ev["changes"] = {"missing": "no log source configured"}
+            logs = LogsSection(missing="no log source configured")
+            changes = ChangesSection(missing="no log source configured")
         else:
-            ev["logs"] = logs_section(
+            logs = logs_section(
                 gather_logs(
                     self.logs,
                     self.logs_index,
@@ -283,7 +260,7 @@ class EvidenceGatherer:
                     max_messages=self.config.log_max_messages,
                 )
             )
-            ev["changes"] = changes_section(
+            changes = changes_section(
                 gather_changes(
                     self.logs,
                     self.changes_index,
@@ -293,11 +270,26 @@ class EvidenceGatherer:
                     dimensions=inc.dimensions,
                 )
             )
-        ev["concurrent"] = concurrent_section(inc, active, start)
         chart = self._chart(inc.detector, lead, (frames or {}).get(inc.detector))
-        ev["chart"] = {"rendered": chart is not None}
-        if chart is None:
-            ev["chart"]["missing"] = "no chart for this detector's signal"
+        ev = Evidence(
+            gathered_at=at,
+            window=(start, end),
+            onset=Onset(
+                at=onset,
+                how="change point on the detector's signal" if inc.onset else "first alert",
+                detected_at=inc.opened_at,
+            ),
+            findings=tuple(finding_section(f) for f in inc.active.values())
+            or (finding_section(lead),),
+            breakdown=breakdown,
+            impact=impact,
+            logs=logs,
+            changes=changes,
+            concurrent=concurrent_section(inc, active, start),
+            chart=ChartSection(True)
+            if chart is not None
+            else ChartSection(False, missing="no chart for this detector's signal"),
+        )
         return Gathered(ev, chart)
 
     def _breakdown(
@@ -320,13 +312,14 @@ class EvidenceGatherer:
         )
 
     def _chart(self, detector: str, lead: Finding, frame: Frame | None) -> bytes | None:
-        spec = CHARTS.get(detector)
-        if spec is None or frame is None or spec[0] not in frame.data:
+        declared = REGISTRY.get(detector)
+        spec = declared.chart if declared is not None else None
+        if spec is None or frame is None or spec.signal not in frame.data:
             return None
         if not 0 <= frame.index(lead.at) < frame.n:
             return None
         try:
-            return chart_finding(frame, lead, spec[0], spec[1], span=self.config.chart_span)
+            return chart_finding(frame, lead, spec.signal, spec.per, span=self.config.chart_span)
         except (ValueError, KeyError) as exc:  # a chart is never worth losing the evidence
             log.warning("chart for %s could not be drawn: %s", detector, exc)
             return None
@@ -346,4 +339,4 @@ def save_chart(directory: Path, incident_id: str, version: int, png: bytes) -> P
     return path
 
 
-__all__ = ["CHARTS", "RATIOS", "EvidenceGatherer", "Gathered", "incident_window", "save_chart"]
+__all__ = ["EvidenceGatherer", "Gathered", "incident_window", "save_chart"]

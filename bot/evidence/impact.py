@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from detectors.base import QueryRef
+from paytriage.domain.findings import QueryRef
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 

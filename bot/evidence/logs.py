@@ -3,7 +3,7 @@
 The core is pure: :func:`mine_patterns` / :func:`rising_patterns` mine templates with drain3
 over the messages of the incident window and of the window before it and compare their
 rates; :func:`compare_codes` does the same for ``error_code`` terms buckets. The IO edge,
-:func:`gather_logs`, reads both windows from a :class:`~bot.sources.base.LogSource` with
+:func:`gather_logs`, reads both windows from a :class:`~paytriage.sources.base.LogSource` with
 structured filters only (field names from configuration, exact values taken from the
 incident's dimensions), never with query text.
 
@@ -22,11 +22,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot.sources.base import Bucket, Filters, LogSource, SourceError
-from detectors.base import QueryRef
+from paytriage.core.redact import redact as default_redact
+from paytriage.domain.findings import QueryRef
+from paytriage.sources.base import Bucket, Filters, LogSource, SourceError
 
 if TYPE_CHECKING:
-    from bot.config.models import LogFields
+    from paytriage.config.models import LogFields
 
 Redactor = Callable[[str], str]
 
@@ -38,7 +39,8 @@ REFERENCE_DIMENSION_FIELDS: Mapping[str, str] = {
     "method": "method",
     "event_type": "event_type",
 }
-"""Incident dimension -> keyword field in the log index (the reference schema, TELEMETRY.md)."""
+"""Incident dimension -> keyword field in the log index (the reference schema,
+docs/telemetry.md)."""
 
 _LOG_FIELD_DEFAULTS: Mapping[str, str] = {
     "timestamp": "@timestamp",
@@ -82,13 +84,6 @@ DEFAULT_MAX_MESSAGES = 2000
 DEFAULT_MIN_COUNT = 3
 DEFAULT_MIN_RISE = 2.0
 DEFAULT_DOMINANT_SHARE = 0.6
-
-
-def default_redact(text: str) -> str:
-    """``bot.redact.redact``, imported when first needed (fails closed if it is missing)."""
-    from bot.redact import redact
-
-    return redact(text)
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -525,7 +520,6 @@ __all__ = [
     "LogLine",
     "LogPattern",
     "compare_codes",
-    "default_redact",
     "describe_query",
     "gather_logs",
     "log_filters",

@@ -1,5 +1,2 @@
-"""Incidents: findings grouped into the problems people page, track and write up."""
-
-from bot.incidents.grouping import Grouper, Incident, related
-
-__all__ = ["Grouper", "Incident", "related"]
+"""The incident pipeline: detector events grouped into incidents with evidence and a runbook,
+written with their notifications (``pipeline``); the minute cycle that feeds it (``cycle``)."""

@@ -5,9 +5,11 @@
   permissions and the audit log;
 * ``views``: status, incident summary and App Home as Block Kit (pure);
 * ``permissions``: who may escalate, silence and resolve (users and user groups);
-* ``mrkdwn``: redaction, escaping and cutting of everything shown;
-* ``app``: ``create_app(settings, store, ...)``, the bolt app with its listeners;
+* ``options``: what the app needs of the configuration (``AppOptions``);
+* ``app``: ``create_app(options, store, client=...)``, the bolt app with its listeners;
 * ``run``: ``start_http`` and ``start_socket_mode``.
 
-The incident message itself (render) and the outbox sender live in ``bot.notify.slack``.
+The composition root (``paytriage.app.compose.create_slack_app``) builds it from the
+settings. The incident message itself (render) and the Slack notifier live in
+``paytriage.notify.slack``; text escaping in ``paytriage.notify.slack.text``.
 """

@@ -14,7 +14,7 @@ Where answers go:
   and actions that do not apply privately (``chat.postEphemeral``).
 
 ``create_app`` takes the Web API client (tests point one at a local Slack server) and a
-clock; ``bot.slack_app.run`` serves the app over HTTP or Socket Mode.
+clock; ``paytriage.slack_app.run`` serves the app over HTTP or Socket Mode.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement
 
-from bot.config import Settings
-from bot.notify.slack import ids
-from bot.notify.slack.text import FALLBACK_LIMIT, cut, is_user_id, mention, safe
-from bot.slack_app.commands import (
+from paytriage.notify.slack import ids
+from paytriage.notify.slack.text import FALLBACK_LIMIT, cut, is_user_id, mention, safe
+from paytriage.reports.summary import build_summary
+from paytriage.slack_app.commands import (
     INCIDENT_ID,
     Acknowledge,
     Command,
@@ -53,12 +53,11 @@ from bot.slack_app.commands import (
     parse,
     strip_mention,
 )
-from bot.slack_app.operations import Operations, Outcome, Via
-from bot.slack_app.permissions import Permissions, slack_members_of
-from bot.slack_app.views import Message, home_view, section, status_message
-from bot.store import Store, StoredIncident
-from bot.summary import build_summary
-from detectors import REGISTRY
+from paytriage.slack_app.operations import Operations, Outcome, Via
+from paytriage.slack_app.options import AppOptions
+from paytriage.slack_app.permissions import Permissions, slack_members_of
+from paytriage.slack_app.views import Message, home_view, section, status_message
+from paytriage.store import Store, StoredIncident
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,9 @@ _OOPS = (
 
 
 class HealthSource(Protocol):
-    """``bot.live.DetectorHealth`` (per detector the last run, error and failures) or
-    ``bot.app.SourceHealth`` (``{"sources": {name: {"last_ok", "error"}}}``)."""
+    """``paytriage.incidents.cycle.DetectorHealth`` (per detector the last run, error and
+    failures) or ``paytriage.app.service.SourceHealth`` (``{"sources": {name: {"last_ok",
+    "error"}}}``)."""
 
     def snapshot(self) -> Mapping[str, Any]: ...
 
@@ -114,7 +114,7 @@ class Handlers:
 
     def __init__(
         self,
-        settings: Settings,
+        options: AppOptions,
         store: Store,
         ops: Operations,
         client: WebClient,
@@ -129,9 +129,9 @@ class Handlers:
         self._bot_user_id: str | None = None
         self.health = health
         self.clock = clock
-        self.command = settings.slack.command
-        self.tz = ZoneInfo(settings.timezone)
-        self.detectors = set(REGISTRY) | {c.id for c in settings.detectors.enabled()}
+        self.command = options.command
+        self.tz = ZoneInfo(options.timezone)
+        self.detectors = set(options.detectors)
 
     # -- acknowledging ----------------------------------------------------------------------
 
@@ -553,10 +553,11 @@ def _thread_of(inc: StoredIncident | None) -> tuple[str, str] | None:
 
 
 def create_app(
-    settings: Settings,
+    options: AppOptions,
     store: Store,
     *,
-    client: WebClient | None = None,
+    client: WebClient,
+    signing_secret: str | None = None,
     health: HealthSource | None = None,
     sources: HealthSource | None = None,
     clock: Callable[[], datetime] = _utcnow,
@@ -564,48 +565,46 @@ def create_app(
     group_cache_seconds: float = 60.0,
     ack_threads: int = 16,
     work_threads: int = 4,
+    executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None,
 ) -> App:
     """The bolt app with every listener registered.
 
-    ``client`` defaults to a WebClient with the configured bot token (and ``base_url``);
-    ``health`` (``bot.live.DetectorHealth``) and ``sources`` (``bot.app.SourceHealth``) feed
-    App Home; ``verify_token`` calls ``auth.test`` now rather than on the first request.
+    ``client`` calls Slack's Web API with the bot token; ``signing_secret`` verifies
+    requests in HTTP mode (None in Socket Mode: a random one, so that an HTTP request to this
+    app can never pass verification); ``health`` (``DetectorHealth``) and ``sources``
+    (``SourceHealth``) feed App Home; ``verify_token`` calls ``auth.test`` now rather than on
+    the first request.
 
     Acknowledgements run on ``ack_threads``; the slow work after them (store, Web API) on a
     separate, smaller pool of ``work_threads``, so that a burst of clicks never leaves an
     acknowledgement queued or starved (of the GIL) behind the work of the others.
+    ``executors`` gives the two pools instead (a test that waits until the app is idle).
     """
-    slack = settings.slack
-    if client is None:
-        if slack.bot_token is None or not slack.bot_token.is_set:
-            raise ValueError("slack.bot_token is not set")
-        client = WebClient(
-            token=slack.bot_token.reveal(), base_url=slack.base_url or WebClient.BASE_URL
+    if executors is None:
+        executors = (
+            ThreadPoolExecutor(max_workers=ack_threads, thread_name_prefix="ack"),
+            ThreadPoolExecutor(max_workers=work_threads, thread_name_prefix="slack-work"),
         )
-    if slack.signing_secret is not None and slack.signing_secret.is_set:
-        signing_secret = slack.signing_secret.reveal()
-    else:
-        # Socket Mode needs no signing secret; a random one makes sure that an HTTP request
-        # to this app can never pass verification.
-        signing_secret = secrets.token_hex(32)
+    acks, work = executors
     app = App(
         name="paytriage",
         client=client,
-        signing_secret=signing_secret,
+        signing_secret=signing_secret or secrets.token_hex(32),
         token_verification_enabled=verify_token,
         process_before_response=False,
-        listener_executor=ThreadPoolExecutor(max_workers=ack_threads, thread_name_prefix="ack"),
+        listener_executor=acks,
         logger=logging.getLogger("paytriage.slack_app.bolt"),
     )
     app.listener_runner.lazy_listener_runner = ThreadLazyListenerRunner(
         logger=app.logger,
-        executor=ThreadPoolExecutor(max_workers=work_threads, thread_name_prefix="slack-work"),
+        executor=work,
     )
-    permissions = Permissions(slack.permissions, slack_members_of(client), ttl=group_cache_seconds)
-    ops = Operations(settings, store, permissions, clock)
-    h = Handlers(settings, store, ops, client, health, clock, sources)
+    members = slack_members_of(client)
+    permissions = Permissions(options.permissions, members, ttl=group_cache_seconds)
+    ops = Operations(options, store, permissions, clock)
+    h = Handlers(options, store, ops, client, health, clock, sources)
 
-    app.command(slack.command)(ack=h.ack_command, lazy=[h.run_command])
+    app.command(options.command)(ack=h.ack_command, lazy=[h.run_command])
     app.event("app_mention")(ack=h.ack_only, lazy=[h.on_mention])
     app.event("app_home_opened")(ack=h.ack_only, lazy=[h.on_home])
     for action_id in (

@@ -33,8 +33,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from bot.config import parse_duration
-from bot.notify.slack.text import escape, plain
+from paytriage.core.types import parse_duration
+from paytriage.notify.slack.text import escape, plain
 
 INCIDENT_ID = re.compile(r"^inc-[0-9a-f]{12}$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")

@@ -8,7 +8,7 @@ asked and, when something changed, a note for the incident's thread saying who d
 An action that does not apply (acknowledging a resolved incident) is answered politely and
 changes nothing.
 
-Nothing here talks to Slack; the bolt handlers in ``bot.slack_app.app`` deliver outcomes.
+Nothing here talks to Slack; the bolt handlers in ``paytriage.slack_app.app`` deliver outcomes.
 """
 
 from __future__ import annotations
@@ -18,23 +18,29 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from bot.config import Settings
-from bot.incidents.grouping import iso
-from bot.incidents.lifecycle import Action, Silence, State, TransitionError
-from bot.live import slack_router
-from bot.notify.slack.text import ago, clock_time, mention, safe, user_ref
-from bot.pipeline import PAGERDUTY, incident_from_store
-from bot.postmortem import PostmortemError, export_postmortem, render_postmortem
-from bot.slack_app.permissions import Permissions
-from bot.slack_app.views import dims_text
-from bot.store import Entry, Outgoing, Postmortem, Store, StoredIncident, StoreError, Tx
+from paytriage.core.types import iso
+from paytriage.domain.incidents import TimelineKind
+from paytriage.domain.lifecycle import Action, Silence, State, TransitionError
+from paytriage.domain.notifications import (
+    PAGERDUTY,
+    Channel,
+    Receiver,
+    action_message,
+    escalation_message,
+    page_message,
+)
+from paytriage.notify.slack.text import ago, clock_time, mention, safe, user_ref
+from paytriage.reports.postmortem import PostmortemError, export_postmortem, render_postmortem
+from paytriage.slack_app.options import AppOptions
+from paytriage.slack_app.permissions import Permissions
+from paytriage.slack_app.views import dims_text
+from paytriage.store import Entry, Postmortem, Store, StoredIncident, StoreError, Tx
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +68,7 @@ def actor_of(user_id: str) -> str:
 class Operations:
     def __init__(
         self,
-        settings: Settings,
+        options: AppOptions,
         store: Store,
         permissions: Permissions,
         clock: Callable[[], datetime],
@@ -70,21 +76,21 @@ class Operations:
         self.store = store
         self.permissions = permissions
         self.clock = clock
-        self.command = settings.slack.command
-        self.pagerduty_enabled = settings.pagerduty.enabled
-        self.tz = ZoneInfo(settings.timezone)
-        self._route = slack_router(settings.slack)
-        self.postmortem_template = Path(settings.postmortem.template)
-        self.export_dir = Path(settings.postmortem.export_dir)
+        self.command = options.command
+        self.pagerduty_enabled = options.pagerduty_enabled
+        self.tz = ZoneInfo(options.timezone)
+        self._route = options.route
+        self.postmortem_template = options.postmortem_template
+        self.export_dir = options.export_dir
 
     # -- where updates go -----------------------------------------------------------------
 
-    def channel_of(self, inc: StoredIncident) -> str:
+    def channel_of(self, inc: StoredIncident) -> Channel:
         """The outbox channel of an incident's updates: the channel its root message is in,
         else the one its route picks (as the pipeline does)."""
         if inc.slack_channel:
-            return f"slack:{inc.slack_channel}"
-        return self._route(incident_from_store(inc)) or "slack"
+            return Channel.slack(inc.slack_channel)
+        return self._route(inc.as_incident()) or Channel(Receiver.SLACK)
 
     def _updated(
         self,
@@ -96,28 +102,18 @@ class Operations:
         state: State,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        tx.enqueue(
-            Outgoing(
-                key=f"{inc.id}:action:{action}:{iso(at)}",
-                channel=self.channel_of(inc),
-                kind="incident.updated",
-                incident_id=inc.id,
-                payload={
-                    "incident_id": inc.id,
-                    # Not a detector change ("resolved" would read "every finding
-                    # cleared"): the sender edits the root message; the app tells the thread.
-                    "change": "action",
-                    "action": action,
-                    "by": actor,
-                    "title": inc.title,
-                    "severity": inc.severity.value,
-                    "state": state.value,
-                    "at": iso(at),
-                    **(extra or {}),
-                },
-            ),
-            at,
+        msg = action_message(
+            inc.id,
+            action,
+            self.channel_of(inc),
+            by=actor,
+            title=inc.title,
+            severity=inc.severity.value,
+            state=state.value,
+            at=at,
+            extra=extra,
         )
+        tx.enqueue(msg, at)
 
     # -- shared answers ---------------------------------------------------------------------
 
@@ -215,20 +211,11 @@ class Operations:
                 self._updated(
                     tx, inc, action.value, actor, at, state, {"note": note} if note else {}
                 )
-                if self.pagerduty_enabled and tx.has_outbox(inc.id, PAGERDUTY):
+                if self.pagerduty_enabled and tx.has_outbox(inc.id, str(PAGERDUTY)):
                     # The page follows the people: acknowledged or resolved in Slack, the
                     # same in PagerDuty (its dedup key is the incident id).
-                    kind = "page.acknowledge" if action is Action.acknowledge else "page.resolve"
-                    tx.enqueue(
-                        Outgoing(
-                            key=f"{inc.id}:pd:{action.value}:{inc.reopened}",
-                            channel=PAGERDUTY,
-                            kind=kind,
-                            payload={"incident_id": inc.id, "by": actor},
-                            incident_id=inc.id,
-                        ),
-                        at,
-                    )
+                    page = page_message(inc.id, action.value, reopened=inc.reopened, by=actor)
+                    tx.enqueue(page, at)
         except TransitionError:
             return self._not_applicable(inc.id, action)
         except StaleDataError:
@@ -400,20 +387,10 @@ class Operations:
             return Outcome(False, f"{iid} is resolved; nothing to escalate.", None, inc)
         try:
             with self.store.begin() as tx:
-                added = tx.enqueue(
-                    Outgoing(
-                        key=f"{inc.id}:escalate",
-                        channel="pagerduty",
-                        kind="page.trigger",
-                        payload={"incident_id": inc.id, "by": actor},
-                        incident_id=inc.id,
-                    ),
-                    at,
-                )
+                added = tx.enqueue(escalation_message(inc.id, by=actor), at)
                 if added:
-                    tx.timeline(
-                        inc.id, Entry(at, "escalated", actor, f"escalated to PagerDuty by {actor}")
-                    )
+                    what = f"escalated to PagerDuty by {actor}"
+                    tx.timeline(inc.id, Entry(at, TimelineKind.ESCALATED, actor, what))
                     tx.audit(actor, "escalate", inc.id, at, {"via": via})
                     self._updated(tx, inc, "escalate", actor, at, inc.state)
         except StaleDataError:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
 
-from bot.config.models import Permissions as PermissionsConfig
+from paytriage.config.models import Permissions as PermissionsConfig
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-from bot.config.models import SlackConfig, SlackMode
+from paytriage.config.models import SlackConfig, SlackMode
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""What the Slack app shows: status, the incident summary, App Home (pure, Block Kit).
+"""What the Slack app shows: status and App Home (pure, Block Kit; the incident summary is
+``bot.reports.summary``).
 
 Blocks are built with ``slack_sdk.models.blocks`` so Slack's limits are checked before
 anything is sent; every data-derived string goes through ``mrkdwn.safe`` (redacted and
@@ -24,21 +25,19 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot.incidents.lifecycle import Silence, State
-from bot.notify.slack.text import (
+from paytriage.domain.lifecycle import Silence, State
+from paytriage.notify.slack.text import (
     SECTION_LIMIT,
     ago,
     clock_time,
     cut,
-    escape,
     safe,
     user_ref,
 )
-from bot.store import StoredIncident
+from paytriage.store import StoredIncident
 
 MESSAGE_BLOCKS = 50
 VIEW_BLOCKS = 100
-_URL = re.compile(r"^https?://[^\s<>|]+$")
 _ACTOR = re.compile(r"\bslack:([UW][A-Z0-9]{2,30})\b")
 
 
@@ -127,46 +126,6 @@ def status_message(
     return Message(f"{n} open incident(s)", blocks)
 
 
-def _lines(section_: Any) -> list[str]:
-    if not isinstance(section_, Mapping):
-        return []
-    return [str(x) for x in section_.get("lines") or [] if x]
-
-
-def _missing(section_: Any) -> str | None:
-    if isinstance(section_, Mapping) and section_.get("missing"):
-        return str(section_["missing"])
-    return None
-
-
-def _patterns(logs: Any, top: int = 3) -> list[str]:
-    if not isinstance(logs, Mapping):
-        return []
-    out = []
-    for p in (logs.get("patterns") or [])[:top]:
-        if not isinstance(p, Mapping):
-            continue
-        count = p.get("count_now")
-        before = p.get("count_before")
-        new = " (new)" if p.get("new") else ""
-        numbers = f"{count}× now" + (f", {before}× before" if before is not None else "")
-        code = f" [{safe(p['error_code'], 60)}]" if p.get("error_code") else ""
-        out.append(f"• `{safe(p.get('template', ''), 300)}`{code}: {numbers}{new}")
-    return out
-
-
-def _runbook(rb: Any) -> tuple[str, list[str]]:
-    if not isinstance(rb, Mapping) or not rb.get("id"):
-        reason = rb.get("reason") if isinstance(rb, Mapping) else None
-        why = f" ({safe(reason, 200)})" if reason else ""
-        return f"*Next steps:* no runbook matched{why}.", []
-    title = safe(rb.get("title") or rb["id"], 150)
-    link = str(rb.get("link") or "")
-    head = f"<{escape(link)}|{title}>" if _URL.fullmatch(link) else title
-    steps = [f"{i}. {safe(s, 400)}" for i, s in enumerate(rb.get("steps") or [], 1)]
-    return f"*Next steps* (runbook {head}):", steps
-
-
 def silence_line(s: Silence, now: datetime, tz: tzinfo) -> str:
     what = f"incident `{safe(s.incident_id, 20)}`" if s.incident_id and not s.expires_at else ""
     if not what:
@@ -204,7 +163,7 @@ def health_lines(snapshot: Mapping[str, Mapping[str, Any]], now: datetime, tz: t
 
 
 def source_lines(sources: Mapping[str, Mapping[str, Any]], now: datetime, tz: tzinfo) -> list[str]:
-    """Data freshness: each source's last good probe (``bot.app.SourceHealth``)."""
+    """Data freshness: each source's last good probe (``paytriage.app.service.SourceHealth``)."""
     out = []
     for name, h in sorted(sources.items()):
         last = h.get("last_ok")

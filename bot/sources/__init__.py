@@ -1,6 +1,6 @@
 """Data sources behind small interfaces; every failure is a :class:`SourceError`."""
 
-from bot.sources.base import (
+from paytriage.sources.base import (
     Bucket,
     ErrorKind,
     Filters,
@@ -10,8 +10,8 @@ from bot.sources.base import (
     Series,
     SourceError,
 )
-from bot.sources.opensearch import OpenSearchSource
-from bot.sources.prometheus import PrometheusSource
+from paytriage.sources.opensearch import OpenSearchSource
+from paytriage.sources.prometheus import PrometheusSource
 
 __all__ = [
     "Bucket",

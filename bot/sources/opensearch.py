@@ -14,9 +14,9 @@ from typing import Any
 from opensearchpy import OpenSearch
 from opensearchpy import exceptions as oe
 
-from bot.config.models import OpenSearchConfig
-from bot.config.types import format_duration
-from bot.sources.base import Bucket, ErrorKind, Filters, SearchResult, SourceError
+from paytriage.config.models import OpenSearchConfig
+from paytriage.core.types import format_duration
+from paytriage.sources.base import Bucket, ErrorKind, Filters, SearchResult, SourceError
 
 MAX_SIZE = 10_000  # OpenSearch's default index.max_result_window
 
@@ -28,7 +28,7 @@ def _iso(at: datetime) -> str:
 
 
 class OpenSearchSource:
-    """A :class:`bot.sources.base.LogSource` over an OpenSearch cluster."""
+    """A :class:`paytriage.sources.base.LogSource` over an OpenSearch cluster."""
 
     name = "opensearch"
 

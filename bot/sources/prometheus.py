@@ -17,8 +17,8 @@ import urllib3
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
-from bot.config.models import PrometheusConfig
-from bot.sources.base import ErrorKind, Series, SourceError
+from paytriage.config.models import PrometheusConfig
+from paytriage.sources.base import ErrorKind, Series, SourceError
 
 
 def _retry(total: int) -> Retry:
@@ -37,7 +37,7 @@ def _retry(total: int) -> Retry:
 
 
 class PrometheusSource:
-    """A :class:`bot.sources.base.MetricsSource` over any PromQL HTTP API."""
+    """A :class:`paytriage.sources.base.MetricsSource` over any PromQL HTTP API."""
 
     name = "prometheus"
 

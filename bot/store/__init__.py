@@ -1,10 +1,9 @@
-"""The durable store (SQLAlchemy 2 + Alembic): see ``bot.store.store``."""
+"""The durable store (SQLAlchemy 2 + Alembic): see ``paytriage.store.store``."""
 
-from bot.store.store import (
+from paytriage.store.store import (
     CLAIM_TTL,
     Entry,
     OutboxMessage,
-    Outgoing,
     Postmortem,
     Store,
     StoredIncident,
@@ -16,7 +15,6 @@ __all__ = [
     "CLAIM_TTL",
     "Entry",
     "OutboxMessage",
-    "Outgoing",
     "Postmortem",
     "Store",
     "StoreError",

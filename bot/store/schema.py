@@ -95,7 +95,8 @@ class OutboxRow(Base):
 
 
 class LeaseRow(Base):
-    """Who runs the schedules: held until ``expires_at`` unless renewed (``bot.lease``)."""
+    """Who runs the schedules: held until ``expires_at`` unless renewed
+    (``paytriage.store.lease``)."""
 
     __tablename__ = "leases"
 

@@ -25,9 +25,14 @@ from sqlalchemy import Engine, create_engine, event, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.incidents.grouping import Incident, iso
-from bot.incidents.lifecycle import Action, Silence, State, transition
-from bot.store.schema import (
+from paytriage.core.redact import redact, redact_value
+from paytriage.core.types import iso
+from paytriage.domain.evidence import Evidence
+from paytriage.domain.findings import Finding, QueryRef, Severity
+from paytriage.domain.incidents import Incident, MemberKey
+from paytriage.domain.lifecycle import Action, Silence, State, transition
+from paytriage.domain.notifications import Outgoing
+from paytriage.store.schema import (
     AuditRow,
     IncidentRow,
     OutboxRow,
@@ -35,7 +40,6 @@ from bot.store.schema import (
     SilenceRow,
     TimelineRow,
 )
-from detectors.base import Finding, QueryRef, Severity
 
 CLAIM_TTL = timedelta(minutes=2)
 """How long a claimed outbox message stays with its sender before another may retry it."""
@@ -43,8 +47,6 @@ CLAIM_TTL = timedelta(minutes=2)
 
 def _clean(value: Any) -> Any:
     """JSON-safe and redacted: NaN/Inf become None, datetimes ISO strings, secrets masked."""
-    from bot.redact import redact_value
-
     def plain(v: Any) -> Any:
         if isinstance(v, float) and not math.isfinite(v):
             return None
@@ -64,8 +66,6 @@ def _clean(value: Any) -> Any:
 
 
 def _text(value: str) -> str:
-    from bot.redact import redact
-
     return redact(value)
 
 
@@ -128,10 +128,6 @@ def finding_from_dict(d: Mapping[str, Any]) -> Finding:
     )
 
 
-def member_id(detector: str, dimensions: Mapping[str, str]) -> str:
-    return detector + "|" + ",".join(f"{k}={v}" for k, v in sorted(dimensions.items()))
-
-
 @dataclass(frozen=True)
 class StoredIncident:
     id: str
@@ -150,7 +146,7 @@ class StoredIncident:
     resolved_at: datetime | None
     reopened: int
     members: dict[str, dict[str, Any]]  # member id -> {"finding": ..., "active": bool}
-    evidence: dict[str, Any]
+    evidence: Evidence  # decoded from its JSON column (empty before the first gathering)
     runbook: str | None
     slack_channel: str | None
     slack_ts: str | None
@@ -174,11 +170,38 @@ class StoredIncident:
             resolved_at=utc(r.resolved_at),
             reopened=r.reopened,
             members=dict(r.members),
-            evidence=dict(r.evidence),
+            evidence=Evidence.from_json(r.evidence),
             runbook=r.runbook,
             slack_channel=r.slack_channel,
             slack_ts=r.slack_ts,
         )
+
+    def as_incident(self) -> Incident:
+        """The grouping's view of a stored incident (its findings, active or not)."""
+        inc = Incident(
+            id=self.id,
+            detector=self.detector,
+            dimensions=dict(self.dimensions),
+            title=self.title,
+            severity=self.severity,
+            opened_at=self.opened_at,
+            onset=self.onset,
+            data_problem=self.data_problem,
+            resolved_at=self.resolved_at if self.state is State.resolved else None,
+            reopened=self.reopened,
+        )
+        for m in self.members.values():
+            f = finding_from_dict(m["finding"])
+            key = MemberKey.of(f)
+            inc.members[key] = f
+            if m.get("active"):
+                inc.active[key] = f
+        return inc
+
+    @property
+    def detectors(self) -> list[str]:
+        """The detectors of its findings (its own when it has none)."""
+        return sorted({MemberKey.detector_of(m) for m in self.members}) or [self.detector]
 
     def active_findings(self) -> list[Finding]:
         return [finding_from_dict(m["finding"]) for m in self.members.values() if m["active"]]
@@ -191,17 +214,6 @@ class Entry:
     actor: str
     text: str
     data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """A notification to send: ``key`` makes it idempotent (enqueued at most once)."""
-
-    key: str
-    channel: str
-    kind: str
-    payload: Mapping[str, Any]
-    incident_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -281,7 +293,7 @@ class Tx:
         the people's state (acknowledged, mitigated) is kept, resolution follows the findings."""
         row = self.s.get(IncidentRow, inc.id)
         members = {
-            member_id(k[0], dict(k[1])): {
+            str(k): {
                 "finding": finding_to_dict(f),
                 "active": k in inc.active,
             }
@@ -321,8 +333,8 @@ class Tx:
         self.s.flush()
         return StoredIncident.of(row)
 
-    def set_evidence(self, incident_id: str, evidence: Mapping[str, Any]) -> None:
-        self._row(incident_id).evidence = _clean(evidence)
+    def set_evidence(self, incident_id: str, evidence: Evidence) -> None:
+        self._row(incident_id).evidence = _clean(evidence.to_json())
 
     def set_runbook(self, incident_id: str, runbook: str | None) -> None:
         self._row(incident_id).runbook = runbook
@@ -466,7 +478,7 @@ class Store:
 
     def migrate(self) -> None:
         cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(files("bot.store") / "migrations"))
+        cfg.set_main_option("script_location", str(files("paytriage.store") / "migrations"))
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
@@ -568,10 +580,13 @@ class Store:
         self,
         at: datetime,
         limit: int = 50,
-        channel: str | None = None,
+        receiver: str | None = None,
         claim_ttl: timedelta = CLAIM_TTL,
     ) -> list[OutboxMessage]:
-        """Unsent notifications whose time has come, oldest first (per incident in order).
+        """Unsent notifications whose time has come, oldest first (per incident in order);
+        with ``receiver``, only those to its channels (``slack`` or ``slack:<channel>``): the
+        limit applies to that receiver's messages, so another receiver's backlog never
+        hides them.
 
         A message claimed by a sender (:meth:`claim`) is not due again until ``claim_ttl``
         after its claim: the sender that holds it is still working on it, or died.
@@ -589,8 +604,13 @@ class Store:
                 .order_by(OutboxRow.id)
                 .limit(limit)
             )
-            if channel is not None:
-                q = q.where(OutboxRow.channel == channel)
+            if receiver is not None:
+                q = q.where(
+                    or_(
+                        OutboxRow.channel == receiver,
+                        OutboxRow.channel.startswith(f"{receiver}:", autoescape=True),
+                    )
+                )
             return [
                 OutboxMessage(
                     r.id,

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bot.simulate import SimulatedData
-from detectors.signals import Frame, LabelKey, Offset, label_key
+from paytriage.detectors.signals import Frame, LabelKey, Offset, label_key
+from paytriage.lab.simulate import SimulatedData
 
 
 def increments(values: np.ndarray) -> np.ndarray:

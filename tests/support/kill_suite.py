@@ -27,7 +27,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -118,12 +118,20 @@ def run_window(
     *,
     kills: int,
     seed: int,
-    max_delay: float = 6.0,
+    max_delay: float = 0.3,
     tail_minutes: int = 15,
 ) -> tuple[Outcome, int, int]:
-    """Replay [start, end] with ``kills`` SIGKILLs at random moments; (outcome, kills, runs)."""
+    """Replay [start, end] with ``kills`` SIGKILLs at random moments; (outcome, kills, runs).
+
+    Each kill lands at a random minute of the window (drawn in advance, in order), a random
+    0 to ``max_delay`` seconds after the bot began it: wherever in its loop that finds it
+    (a minute with detection takes longer than that, so the process is still there). Kills
+    are placed in the replay's minutes, not in wall time, so that every one of them lands
+    however fast the machine replays the window."""
     work.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
+    minutes = int((end - start) / timedelta(minutes=1)) + 1
+    targets = sorted(rng.choices(range(minutes), k=kills))
     with SlackApiServer() as slack, PagerDutyEventsServer() as pd:
         cfg = _config(work, prometheus, opensearch, slack.base_url, pd.url)
         state = work / "state.json"
@@ -143,19 +151,22 @@ def run_window(
                     env=_env(),
                     cwd=ROOT,
                 )
-                try:
-                    timeout = rng.uniform(0.3, max_delay) if killed < kills else 900.0
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    if killed >= kills:
-                        proc.kill()
+                if killed < len(targets):
+                    at = start + timedelta(minutes=targets[killed])
+                    if _reached(state, at, proc):
+                        time.sleep(rng.uniform(0.0, max_delay))
+                    if proc.poll() is None:
+                        proc.kill()  # SIGKILL: no cleanup, no atexit, sockets just closed
                         proc.wait()
-                        raise AssertionError(f"replay did not finish: {log_file}") from None
-                    proc.kill()  # SIGKILL: no cleanup, no atexit, sockets just closed
+                        killed += 1
+                        logs.append(log_file.read_text(errors="replace"))
+                        continue
+                try:
+                    proc.wait(timeout=900.0)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
                     proc.wait()
-                    killed += 1
-                    logs.append(log_file.read_text(errors="replace"))
-                    continue
+                    raise AssertionError(f"replay did not finish: {log_file}") from None
             text = log_file.read_text(errors="replace")
             logs.append(text)
             if proc.returncode != 0:
@@ -163,6 +174,19 @@ def run_window(
             break
         outcome = _outcome(work / "paytriage.db", slack, pd, logs)
     return outcome, killed, runs
+
+
+def _reached(state: Path, at: datetime, proc: subprocess.Popen[bytes]) -> bool:
+    """Wait until the replay has begun the minute ``at`` (False: the process ended first)."""
+    while proc.poll() is None:
+        try:
+            current = datetime.fromisoformat(json.loads(state.read_text())["next"])
+        except (OSError, ValueError, KeyError):
+            current = None  # being replaced: read again
+        if current is not None and current >= at:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def _outcome(

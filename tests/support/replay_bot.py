@@ -1,7 +1,7 @@
 """The bot's loop on a replay clock, as a process a test can ``kill -9`` at any moment.
 
 ``python -m tests.support.replay_bot CONFIG STATE`` does what ``paytriage run`` schedules
-(``bot.app.run_forever``): the same ``build`` (store opened, open incidents restored), the
+(``paytriage.app.service.run_forever``): the same ``build`` (store opened, open incidents restored), the
 same ``LiveCycle.run_once`` and the same Slack and PagerDuty outbox senders, but minute after
 minute of a past window as fast as it can instead of once a minute of wall time. ``STATE``
 (JSON) holds ``next`` (the minute to run), ``end`` (the last one to evaluate) and ``tail``
@@ -18,11 +18,10 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from bot.app import pagerduty_sender, slack_sender
-from bot.config import load_settings
-from bot.lease import replica_id
-from bot.live import build
-from bot.logs import setup_logging
+from paytriage.app.compose import build, pagerduty_sender, slack_sender
+from paytriage.config import load_settings
+from paytriage.core.logs import setup_logging
+from paytriage.store.lease import replica_id
 
 M = timedelta(minutes=1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.simulate import luhn_valid
+from paytriage.lab.simulate import luhn_valid
 
 # 13-19 digits (spaces or dashes allowed) standing alone: not the digits of a Slack
 # permalink (p1700000000000100) nor a float's fraction.

@@ -13,8 +13,7 @@ escaped), so a log line can never mention ``@channel`` or forge a link.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -32,14 +31,16 @@ from slack_sdk.models.blocks import (
     StaticSelectElement,
 )
 
-from bot.evidence.impact import format_window
-from bot.incidents.lifecycle import State
-from bot.notify.slack import ids
-from bot.notify.slack.text import cut as cut_text
-from bot.notify.slack.text import safe
-from bot.redact import redact
-from bot.store import StoredIncident
-from detectors.base import Severity
+from paytriage.core.redact import redact
+from paytriage.core.types import iso
+from paytriage.domain.evidence import Evidence
+from paytriage.domain.findings import Severity
+from paytriage.domain.lifecycle import State
+from paytriage.evidence.impact import format_window
+from paytriage.notify.slack import ids
+from paytriage.notify.slack.text import cut as cut_text
+from paytriage.notify.slack.text import safe
+from paytriage.store import StoredIncident
 
 MAX_SECTION = 3000  # characters of mrkdwn in a section
 MAX_HEADER = 150
@@ -111,75 +112,56 @@ def _section(lines: Iterable[str]) -> SectionBlock | None:
     return SectionBlock(text=MarkdownTextObject(text=cut(body, MAX_SECTION)))
 
 
-def _num(x: object) -> float | None:
-    return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
-
-
-def evidence_lines(ev: Mapping[str, Any], max_patterns: int = 3) -> dict[str, list[str]]:
+def evidence_lines(ev: Evidence, max_patterns: int = 3) -> dict[str, list[str]]:
     """The evidence as mrkdwn lines per section (all data escaped)."""
     out: dict[str, list[str]] = {}
-    impact = ev.get("impact") or {}
-    if impact.get("lines"):
-        out["impact"] = [mrkdwn(x) for x in impact["lines"]]
-    b = ev.get("breakdown") or {}
+    if ev.impact is not None and ev.impact.lines:
+        out["impact"] = [mrkdwn(x) for x in ev.impact.lines]
     lines = []
-    for d in b.get("dimensions", []):
-        if d.get("missing"):
-            lines.append(f"By {mrkdwn(d['dimension'])}: unavailable ({mrkdwn(d['missing'])})")
-            continue
-        top = d.get("top") or []
-        if top:
-            lines.append(f"*By {mrkdwn(d['dimension'])}*")
-            lines.extend(f"• {mrkdwn(c['text'])}" for c in top)
-    if b.get("lines"):
-        lines.insert(0, mrkdwn(b["lines"][0]))
+    if (b := ev.breakdown) is not None:
+        for d in b.dimensions:
+            if d.missing:
+                lines.append(f"By {mrkdwn(d.dimension)}: unavailable ({mrkdwn(d.missing)})")
+                continue
+            if d.top:
+                lines.append(f"*By {mrkdwn(d.dimension)}*")
+                lines.extend(f"• {mrkdwn(c.text)}" for c in d.top)
+        if b.lines:
+            lines.insert(0, mrkdwn(b.lines[0]))
     if lines:
         out["breakdown"] = lines
-    logs = ev.get("logs") or {}
     lines = []
-    if logs.get("missing"):
-        lines.append(f"Logs: {mrkdwn(logs['missing'])}")
-    for p in (logs.get("patterns") or [])[:max_patterns]:
-        before = p.get("count_before", 0)
-        rise = "new" if not before else f"{before} before"
-        code = f" `{mrkdwn(p['error_code'])}`" if p.get("error_code") else ""
-        lines.append(f"• *{p.get('count_now', 0)}×* ({rise}){code} {mrkdwn(p['template'])}")
-        if p.get("example"):
-            lines.append(f"    e.g. _{mrkdwn(cut(p['example'], 300, '…'))}_")
-    codes = [c for c in (logs.get("error_codes") or [])[:5] if c.get("code")]
-    if codes:
-        lines.append(
-            "Error codes: "
-            + ", ".join(
-                f"`{mrkdwn(c['code'])}` {c.get('count_before', 0)}→{c.get('count_now', 0)}"
-                for c in codes
+    if (logs := ev.logs) is not None:
+        if logs.missing:
+            lines.append(f"Logs: {mrkdwn(logs.missing)}")
+        for p in logs.patterns[:max_patterns]:
+            rise = "new" if not p.count_before else f"{p.count_before} before"
+            code = f" `{mrkdwn(p.error_code)}`" if p.error_code else ""
+            lines.append(f"• *{p.count_now}×* ({rise}){code} {mrkdwn(p.template)}")
+            if p.example:
+                lines.append(f"    e.g. _{mrkdwn(cut(p.example, 300, '…'))}_")
+        codes = [c for c in logs.error_codes[:5] if c.code]
+        if codes:
+            lines.append(
+                "Error codes: "
+                + ", ".join(f"`{mrkdwn(c.code)}` {c.count_before}→{c.count_now}" for c in codes)
             )
-        )
     if lines:
         out["logs"] = lines
-    ch = ev.get("changes") or {}
     lines = []
-    if ch.get("missing"):
-        lines.append(f"Changes: {mrkdwn(ch['missing'])}")
-    for c in (ch.get("items") or [])[:3]:
-        mins = _num(c.get("minutes_before_onset"))
-        when = (
-            f"{mins:g} min before onset"
-            if mins is not None and mins >= 0
-            else f"{-mins:g} min after onset"
-            if mins is not None
-            else "near onset"
-        )
-        lines.append(
-            f"• {mrkdwn(c.get('kind', ''))} *{mrkdwn(c.get('service', ''))}* "
-            f"{mrkdwn(c.get('version', ''))} — {mrkdwn(c.get('description', ''))} ({when})"
-        )
+    if (ch := ev.changes) is not None:
+        if ch.missing:
+            lines.append(f"Changes: {mrkdwn(ch.missing)}")
+        for c in ch.items[:3]:
+            lines.append(
+                f"• {mrkdwn(c.kind)} *{mrkdwn(c.service)}* "
+                f"{mrkdwn(c.version)} — {mrkdwn(c.description)} ({c.when})"
+            )
     if lines:
         out["changes"] = lines
     conc = [
-        f"• {mrkdwn(c['detector'])} on {mrkdwn(where(c.get('dimensions') or {}))}: "
-        f"{mrkdwn(c.get('title', ''))}"
-        for c in (ev.get("concurrent") or [])[:3]
+        f"• {mrkdwn(c.detector)} on {mrkdwn(where(c.dimensions))}: {mrkdwn(c.title)}"
+        for c in ev.concurrent[:3]
     ]
     if conc:
         out["concurrent"] = conc
@@ -200,48 +182,36 @@ def prometheus_link(
 
 
 def query_links(
-    ev: Mapping[str, Any], graph_url: str | None, dashboards_url: str | None, limit: int = 4
+    ev: Evidence, graph_url: str | None, dashboards_url: str | None, limit: int = 4
 ) -> list[str]:
     """mrkdwn links to the queries behind the main numbers."""
     out = []
     if graph_url:
         seen = set()
-        for f in ev.get("findings") or []:
-            for q in f.get("queries") or []:
-                if q.get("source") != "prometheus" or q["query"] in seen:
+        for f in ev.findings:
+            for q in f.queries:
+                if q.source != "prometheus" or q.query in seen:
                     continue
-                seen.add(q["query"])
-                start = _parse(q.get("start"))
-                end = _parse(q.get("end"))
-                url = prometheus_link(graph_url, q["query"], start, end)
+                seen.add(q.query)
+                url = prometheus_link(graph_url, q.query, q.start, q.end)
                 out.append(f"<{url}|PromQL {len(seen)}>")
-    if dashboards_url and (ev.get("logs") or {}).get("window"):
-        a, b = ev["logs"]["window"]
+    if dashboards_url and ev.logs is not None and ev.logs.window is not None:
+        a, b = (iso(t) for t in ev.logs.window)
         params = urlencode({"_g": f"(time:(from:'{a}',to:'{b}'))"}, quote_via=quote)
         out.append(f"<{dashboards_url.rstrip('/')}/app/data-explorer/discover?{params}|Logs>")
     return out[:limit]
 
 
-def _parse(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def action_elements(inc: StoredIncident) -> list[Any]:
     """The buttons: runbook first, then what people do with the incident."""
     elements: list[Any] = []
-    rb = inc.evidence.get("runbook") or {}
-    link = rb.get("link")
-    if isinstance(link, str) and link.startswith(("http://", "https://")):
+    rb = inc.evidence.runbook
+    if rb is not None and rb.link is not None and rb.link.startswith(("http://", "https://")):
         elements.append(
             ButtonElement(
-                text=plain(f"Runbook: {rb.get('title') or rb.get('id')}", 75),
+                text=plain(f"Runbook: {rb.title or rb.id}", 75),
                 action_id=ids.RUNBOOK,
-                url=link,
+                url=rb.link,
                 value=inc.id,
             )
         )
@@ -273,7 +243,7 @@ def incident_blocks(
     dashboards_url: str | None = None,
 ) -> list[dict[str, Any]]:
     """The root message's blocks (as dicts, validated by the slack_sdk models)."""
-    ev = inc.evidence or {}
+    ev = inc.evidence
     icon = STATE_ICON[inc.state] if inc.state is State.resolved else SEVERITY_ICON[inc.severity]
     blocks: list[Block] = [HeaderBlock(text=plain(f"{title_line(inc, now)}", MAX_HEADER))]
     onset = inc.onset or inc.opened_at
@@ -281,7 +251,7 @@ def incident_blocks(
         f"{icon} *{inc.severity.value.upper()}* · {STATE_ICON[inc.state]} *{inc.state.value}*"
         f" · `{inc.id}`",
         f"*Where:* {mrkdwn(where(inc.dimensions))} · *Detectors:* "
-        f"{mrkdwn(', '.join(sorted({m.split('|')[0] for m in inc.members}) or [inc.detector]))}",
+        f"{mrkdwn(', '.join(inc.detectors))}",
         f"*Since:* {_ts(onset)} ({format_window(duration(inc, now))})"
         f" · *Detected:* {_ts(inc.opened_at)}",
     ]
@@ -304,15 +274,14 @@ def incident_blocks(
             block = _section([f"*{label}*", *sections[key]])
             if block is not None:
                 blocks.append(block)
-    if ev.get("missing"):
+    if ev.missing:
         blocks.append(
-            ContextBlock(elements=[MarkdownTextObject(text=f"Evidence: {mrkdwn(ev['missing'])}")])
+            ContextBlock(elements=[MarkdownTextObject(text=f"Evidence: {mrkdwn(ev.missing)}")])
         )
-    rb = ev.get("runbook") or {}
-    if rb and not rb.get("id"):
+    if ev.runbook is not None and not ev.runbook.id:
         blocks.append(
             ContextBlock(
-                elements=[MarkdownTextObject(text=f"No runbook: {mrkdwn(rb.get('reason', ''))}")]
+                elements=[MarkdownTextObject(text=f"No runbook: {mrkdwn(ev.runbook.reason or '')}")]
             )
         )
     blocks.append(DividerBlock())
@@ -351,9 +320,9 @@ def thread_text(change: str, inc: StoredIncident, now: datetime) -> str | None:
 
 def details_text(inc: StoredIncident) -> str:
     """The first thread reply: next steps, then the evidence in full (what the root cut)."""
-    sections = evidence_lines(inc.evidence or {}, max_patterns=8)
+    sections = evidence_lines(inc.evidence, max_patterns=8)
     parts = []
-    steps: Sequence[str] = (inc.evidence.get("runbook") or {}).get("steps") or []
+    steps = inc.evidence.runbook.steps if inc.evidence.runbook is not None else ()
     if steps:
         numbered = "\n".join(f"{i}. {mrkdwn(s)}" for i, s in enumerate(steps, 1))
         parts.append(f"*Next steps (runbook)*\n{numbered}")

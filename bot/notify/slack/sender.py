@@ -1,11 +1,11 @@
-"""Drains the outbox into Slack: one root message per incident, edited in place, with its
-details, chart and state changes in the thread.
+"""Slack's notifier: one root message per incident, edited in place, with its details,
+chart and state changes in the thread.
 
-``SlackSender.drain`` takes the due ``slack:`` notifications oldest first. Per incident they
-go in order: when one fails, the incident's later ones wait for the next drain. A failure
-is retried with backoff, or at Slack's ``Retry-After`` when rate limited; errors a retry
-cannot fix (``channel_not_found``, ``invalid_auth``...) are given up and kept in the outbox
-with their error. The root message's channel and ``ts`` are stored the moment Slack answers,
+The outbox worker (``paytriage.notify.worker``) hands it the due ``slack:`` messages in
+order; it tells the worker which failures to retry (at Slack's ``Retry-After`` when rate
+limited) and which no retry can fix (``channel_not_found``, ``invalid_auth``...): those are
+given up and kept in the outbox with their error. The root message's channel and ``ts`` are
+stored the moment Slack answers,
 so a retried or replayed "opened" edits that message instead of posting a second one.
 
 Thread replies that only bring news (a finding joining, severity raised) are rate-limited
@@ -20,23 +20,25 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.logs import log_context
-from bot.notify.slack.render import (
+from paytriage.core.redact import redact
+from paytriage.domain.incidents import TimelineKind
+from paytriage.domain.notifications import BOT, NEWS, Channel, Kind, Receiver
+from paytriage.notify.slack.render import (
     details_text,
     fallback_text,
     incident_blocks,
     mrkdwn,
     thread_text,
 )
-from bot.redact import redact
-from bot.store import CLAIM_TTL, Entry, OutboxMessage, Store, StoredIncident
+from paytriage.notify.worker import Backoff, OutboxWorker, SendFailure
+from paytriage.store import Entry, OutboxMessage, Store, StoredIncident
 
 log = logging.getLogger(__name__)
 
@@ -59,95 +61,64 @@ PERMANENT = frozenset(
         "edit_window_closed",
     }
 )
-NEWS = frozenset({"joined", "severity"})  # thread replies that are rate-limited
 
 
 @dataclass
-class DrainReport:
-    sent: list[str] = field(default_factory=list)  # idempotency keys
-    retried: list[str] = field(default_factory=list)
-    given_up: list[str] = field(default_factory=list)
+class SlackNotifier:
+    """Delivers the outbox's Slack messages (see the module's docstring)."""
 
-
-@dataclass
-class SlackSender:
     store: Store
     client: WebClient
     thread_min_interval: timedelta = timedelta(minutes=5)
     graph_url: str | None = None
     dashboards_url: str | None = None
-    max_attempts: int = 10
-    base_backoff: timedelta = timedelta(seconds=15)
-    max_backoff: timedelta = timedelta(minutes=15)
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    holder: str = "paytriage"  # this replica, for outbox claims
-    claim_ttl: timedelta = CLAIM_TTL  # a claim left by a dead sender lapses after this
-    may_send: Callable[[], bool] = field(default=lambda: True)  # still the leader?
+    receiver: Receiver = field(default=Receiver.SLACK, init=False)
     _channel_ids: dict[str, str] = field(default_factory=dict, init=False)
 
-    def drain(self, limit: int = 100) -> DrainReport:
-        now = self.clock()
-        report = DrainReport()
-        blocked: set[str] = set()
-        for msg in self.store.due(now, limit=limit, claim_ttl=self.claim_ttl):
-            if not msg.channel.startswith("slack:"):
-                continue
-            if not self.may_send():
-                break  # no longer the leader: the new one carries on
-            if msg.incident_id is not None and msg.incident_id in blocked:
-                continue  # in order per incident: an earlier one failed this round
-            if not self.store.claim(msg, self.holder, now, self.claim_ttl):
-                if msg.incident_id is not None:
-                    blocked.add(msg.incident_id)  # another replica is sending it
-                continue
-            try:
-                with log_context(incident_id=msg.incident_id, correlation_id=msg.key):
-                    result = self._send(msg, now)
-            except (SlackApiError, SlackClientError, OSError) as exc:
-                retry_at, error = self._retry(msg, exc, now)
-                self.store.mark_failed(msg.id, now, error, retry_at)
-                (report.retried if retry_at else report.given_up).append(msg.key)
-                if msg.incident_id is not None:
-                    blocked.add(msg.incident_id)
-                log.warning(
-                    "slack %s for %s %s: %s",
-                    msg.kind,
-                    msg.incident_id,
-                    "will be retried" if retry_at else "given up",
-                    error,
-                )
-                continue
-            self.store.mark_sent(msg.id, now, result)
-            report.sent.append(msg.key)
-        return report
+    def send(self, msg: OutboxMessage, now: datetime) -> dict[str, Any]:
+        try:
+            return self._send(msg, now)
+        except SlackApiError as exc:
+            resp = exc.response
+            error = str(resp.get("error") or f"HTTP {resp.status_code}")
+            if resp.status_code == 429 or error == "ratelimited":
+                after = _retry_after(resp.headers)
+                after = 30 if after is None else after
+                raise SendFailure("ratelimited", retry_after=after) from exc
+            raise SendFailure(error, permanent=error in PERMANENT) from exc
+        except (SlackClientError, OSError) as exc:
+            raise SendFailure(f"{type(exc).__name__}: {exc}") from exc
+
+    def given_up(self, msg: OutboxMessage, error: str, now: datetime) -> None:
+        """Kept in the outbox with its error (the bot's metrics count it)."""
 
     # -- one message ------------------------------------------------------------------------
 
     def _send(self, msg: OutboxMessage, now: datetime) -> dict[str, Any]:
         if msg.incident_id is None:
-            raise SlackClientError(f"outbox message {msg.key} names no incident")
+            raise SendFailure(f"outbox message {msg.key} names no incident", permanent=True)
         inc = self.store.incident(msg.incident_id)
         if inc is None:
-            raise SlackClientError(f"incident {msg.incident_id} is not in the store")
+            raise SendFailure(f"incident {msg.incident_id} is not in the store", permanent=True)
         change = str(msg.payload.get("change", ""))
         result: dict[str, Any] = {}
         if inc.slack_ts is None or inc.slack_channel is None:
-            channel = msg.channel.removeprefix("slack:")
+            channel = Channel.parse(msg.channel).target or ""
             found = self._find_root(inc, channel, msg) if msg.uncertain else None
             if found is not None:  # an earlier attempt posted it and died before saying so
                 with self.store.begin() as tx:
                     tx.set_message(inc.id, *found)
                 inc = self.store.incident(inc.id) or inc
-                self._post_details(inc, msg.key, reconcile=True)
+                self._post_details(inc, msg.key, now, reconcile=True)
                 result["recovered"] = inc.slack_ts
             else:
-                inc = self._post_root(inc, channel, msg.key)
+                inc = self._post_root(inc, channel, msg.key, now)
                 result["posted"] = inc.slack_ts
         else:
             self._update_root(inc, now)
             result["updated"] = inc.slack_ts
         text = thread_text(change, inc, now)
-        if msg.kind == "incident.note":  # e.g. a page that could not be sent
+        if msg.kind == Kind.NOTE:  # e.g. a page that could not be sent
             text = mrkdwn(msg.payload.get("text", ""))
         if text is not None and change in NEWS and self.thread_min_interval > timedelta(0):
             # From the store, not this process: a new leader keeps to the same pace.
@@ -162,12 +133,14 @@ class SlackSender:
                 result["thread"] = change
         return result
 
-    def _post_root(self, inc: StoredIncident, channel: str, key: str) -> StoredIncident:
+    def _post_root(
+        self, inc: StoredIncident, channel: str, key: str, now: datetime
+    ) -> StoredIncident:
         resp = self.client.chat_postMessage(
             channel=channel,
-            text=fallback_text(inc, self.clock()),
+            text=fallback_text(inc, now),
             blocks=incident_blocks(
-                inc, self.clock(), graph_url=self.graph_url, dashboards_url=self.dashboards_url
+                inc, now, graph_url=self.graph_url, dashboards_url=self.dashboards_url
             ),
             unfurl_links=False,
             unfurl_media=False,
@@ -178,10 +151,12 @@ class SlackSender:
             tx.set_message(inc.id, channel_id, ts)
         stored = self.store.incident(inc.id)
         assert stored is not None
-        self._post_details(stored, key, reconcile=False)
+        self._post_details(stored, key, now, reconcile=False)
         return stored
 
-    def _post_details(self, inc: StoredIncident, key: str, *, reconcile: bool) -> None:
+    def _post_details(
+        self, inc: StoredIncident, key: str, now: datetime, *, reconcile: bool
+    ) -> None:
         """The details reply and the chart under a new root message. When reconciling after
         a crash, only what the thread does not hold yet."""
         details = details_text(inc)
@@ -190,7 +165,7 @@ class SlackSender:
             if details and f"{key}:details" not in posted:
                 self._reply(inc, details, f"{key}:details")
             if CHART_KEY not in posted:
-                self._upload_chart(inc)
+                self._upload_chart(inc, now)
         except (SlackApiError, SlackClientError, OSError) as exc:
             # The root is posted; the details come again with the next evidence refresh.
             log.warning("details of %s not posted: %s", inc.id, redact(str(exc)))
@@ -286,8 +261,8 @@ class SlackSender:
             metadata=_metadata(inc.id, key),
         )
 
-    def _upload_chart(self, inc: StoredIncident) -> None:
-        path = (inc.evidence.get("chart") or {}).get("path")
+    def _upload_chart(self, inc: StoredIncident, now: datetime) -> None:
+        path = inc.evidence.chart.path if inc.evidence.chart is not None else None
         if not path or not Path(path).is_file():
             return
         resp = self.client.files_upload_v2(
@@ -300,33 +275,12 @@ class SlackSender:
         link = (resp.get("file") or {}).get("permalink")
         if isinstance(link, str) and link.startswith("https://"):
             with self.store.begin() as tx:  # the page links it (people are logged in to Slack)
-                tx.timeline(
-                    inc.id,
-                    Entry(self.clock(), "chart", "paytriage", "chart posted", {"permalink": link}),
-                )
+                chart = Entry(now, TimelineKind.CHART, BOT, "chart posted")
+                chart.data["permalink"] = link
+                tx.timeline(inc.id, chart)
 
-    # -- failures ---------------------------------------------------------------------------
 
-    def _retry(
-        self, msg: OutboxMessage, exc: Exception, now: datetime
-    ) -> tuple[datetime | None, str]:
-        """When to try again (None: give up) and the error, redacted."""
-        attempts = msg.attempts + 1
-        if isinstance(exc, SlackApiError):
-            resp = exc.response
-            error = str(resp.get("error") or f"HTTP {resp.status_code}")
-            if resp.status_code == 429 or error == "ratelimited":
-                after = _retry_after(resp.headers)
-                return now + timedelta(seconds=after or 30), "ratelimited"
-            if error in PERMANENT:
-                return None, error
-        else:
-            error = f"{type(exc).__name__}: {exc}"
-        if attempts >= self.max_attempts:
-            return None, f"{error} (gave up after {attempts} attempts)"
-        delay = min(self.max_backoff, self.base_backoff * (2 ** (attempts - 1)))
-        return now + delay, redact(error)[:500]
-
+SLACK_BACKOFF = Backoff(max_attempts=10, base=timedelta(seconds=15), cap=timedelta(minutes=15))
 
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{8,}")
 METADATA_EVENT = "paytriage_notification"
@@ -364,4 +318,19 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-__all__ = ["DrainReport", "SlackSender"]
+def slack_worker(
+    store: Store,
+    client: WebClient,
+    *,
+    thread_min_interval: timedelta = timedelta(minutes=5),
+    graph_url: str | None = None,
+    dashboards_url: str | None = None,
+    backoff: Backoff = SLACK_BACKOFF,
+    **worker: Any,
+) -> OutboxWorker:
+    """The outbox worker for Slack (``worker``: its other settings, e.g. ``holder``)."""
+    notifier = SlackNotifier(store, client, thread_min_interval, graph_url, dashboards_url)
+    return OutboxWorker(store, notifier, backoff, **worker)
+
+
+__all__ = ["SLACK_BACKOFF", "SlackNotifier", "slack_worker"]

@@ -3,7 +3,7 @@
 Slack reads ``<…>`` in mrkdwn as mentions, links and commands (``<!channel>``,
 ``<https://evil|docs>``) and ``&`` as the start of an entity, so a log line, an incident
 title or a person's reason is passed through :func:`safe` before it reaches a message: card
-numbers and secrets are masked (``bot.redact``) and ``&``, ``<`` and ``>`` become
+numbers and secrets are masked (``paytriage.core.redact``) and ``&``, ``<`` and ``>`` become
 ``&amp;``, ``&lt;`` and ``&gt;``. Long texts are cut at Slack's limits with a note
 (:func:`cut`), never rejected by Slack.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, tzinfo
 
-from bot.redact import redact
+from paytriage.core.redact import redact
 
 SECTION_LIMIT = 3000  # characters of a section block's text
 FALLBACK_LIMIT = 3000  # the notification text of a message with blocks

@@ -1,0 +1,1 @@
+"""PagerDuty: Events API v2 (``events``) and the outbox sender that pages (``sender``)."""
