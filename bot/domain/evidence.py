@@ -23,11 +23,12 @@ why no evidence could be gathered. Every number keeps the queries and windows be
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Self, get_args, get_origin, get_type_hints
 
 from paytriage.core.types import iso
 from paytriage.domain.findings import QueryRef
@@ -110,10 +111,6 @@ def _dims(value: object) -> dict[str, str]:
     return {k: v for k, v in m.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else iso(at)
-
-
 def _span_json(span: tuple[datetime, datetime] | None) -> list[str] | None:
     return None if span is None else [iso(span[0]), iso(span[1])]
 
@@ -155,15 +152,90 @@ def _queries(value: object) -> tuple[QueryRef, ...]:
     return tuple(query_from_json(q) for q in _maps(value))
 
 
-def _queries_json(queries: tuple[QueryRef, ...]) -> list[Json]:
-    return [query_to_json(q) for q in queries]
+# -- one codec for every section: field by field, by the field's type ------------------------
+
+
+def _pair(value: object) -> tuple[float | None, float | None]:
+    """A ``[low, high]`` pair of numbers (a band)."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return (None, None)
+    return (_float(value[0]), _float(value[1]))
+
+
+_READERS: dict[Any, Callable[[object], Any]] = {
+    str: _str,
+    str | None: _opt_str,
+    int: _int,
+    float: lambda v: _float(v) or 0.0,
+    float | None: _float,
+    bool: _bool,
+    datetime | None: _time,
+    tuple[datetime, datetime] | None: _span,
+    tuple[float | None, float | None]: _pair,
+    dict[str, str]: _dims,
+    tuple[str, ...]: _strs,
+    tuple[QueryRef, ...]: _queries,
+}
+
+
+def _encode(value: object) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, QueryRef):
+        return query_to_json(value)
+    if isinstance(value, Section):
+        return value.to_json()
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def _reader(hint: Any) -> Callable[[object], Any]:
+    """How to read a field of type ``hint`` from stored JSON (never raising)."""
+    if hint in _READERS:
+        return _READERS[hint]
+    args = get_args(hint)
+    if get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:  # of sections
+        item: Any = args[0]
+        return item.from_json_list
+    section = next(a for a in args or (hint,) if isinstance(a, type) and issubclass(a, Section))
+    return section.from_json
+
+
+@functools.cache
+def _field_readers(cls: type) -> tuple[tuple[str, Callable[[object], Any]], ...]:
+    hints = get_type_hints(cls)
+    return tuple((f.name, _reader(hints[f.name])) for f in fields(cls))
+
+
+class Section:
+    """A frozen dataclass of the evidence, written to and read from JSON field by field in
+    the order of its fields; a value that is missing or of the wrong type reads as the
+    field's empty value (``""``, ``0``, ``None``, ``()``)."""
+
+    def to_json(self) -> Json:
+        return {f.name: _encode(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_json(cls, value: object) -> Self | None:
+        """None when ``value`` is not an object."""
+        if (d := _map(value)) is None:
+            return None
+        return cls(**{name: read(d.get(name)) for name, read in _field_readers(cls)})  # type: ignore[arg-type]
+
+    @classmethod
+    def from_json_list(cls, value: object) -> tuple[Self, ...]:
+        """The sections of a stored list (anything in it that is not an object skipped)."""
+        return tuple(x for m in _maps(value) if (x := cls.from_json(m)) is not None)
 
 
 # -- sections ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Onset:
+class Onset(Section):
     """When the incident began (``how``: a change point on the signal, or the first alert)
     and when it was detected."""
 
@@ -171,18 +243,9 @@ class Onset:
     how: str = ""
     detected_at: datetime | None = None
 
-    def to_json(self) -> Json:
-        return {"at": _iso(self.at), "how": self.how, "detected_at": _iso(self.detected_at)}
-
-    @classmethod
-    def from_json(cls, value: object) -> Onset | None:
-        if (d := _map(value)) is None:
-            return None
-        return cls(_time(d.get("at")), _str(d.get("how")), _time(d.get("detected_at")))
-
 
 @dataclass(frozen=True)
-class FindingItem:
+class FindingItem(Section):
     """A finding of the incident as the evidence keeps it (the numbers the detector judged)."""
 
     detector: str
@@ -196,40 +259,9 @@ class FindingItem:
     onset: datetime | None = None
     queries: tuple[QueryRef, ...] = ()
 
-    def to_json(self) -> Json:
-        return {
-            "detector": self.detector,
-            "dimensions": dict(self.dimensions),
-            "title": self.title,
-            "observed": self.observed,
-            "expected": self.expected,
-            "band": list(self.band),
-            "unit": self.unit,
-            "at": _iso(self.at),
-            "onset": _iso(self.onset),
-            "queries": _queries_json(self.queries),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> FindingItem:
-        band = d.get("band")
-        low, high = band if isinstance(band, list | tuple) and len(band) == 2 else (None, None)
-        return cls(
-            detector=_str(d.get("detector")),
-            dimensions=_dims(d.get("dimensions")),
-            title=_str(d.get("title")),
-            observed=_float(d.get("observed")),
-            expected=_float(d.get("expected")),
-            band=(_float(low), _float(high)),
-            unit=_str(d.get("unit")),
-            at=_time(d.get("at")),
-            onset=_time(d.get("onset")),
-            queries=_queries(d.get("queries")),
-        )
-
 
 @dataclass(frozen=True)
-class TopValue:
+class TopValue(Section):
     """One value's part in the excess failures (``text``: how people read it)."""
 
     value: str
@@ -242,60 +274,18 @@ class TopValue:
     significant: bool = False
     queries: tuple[QueryRef, ...] = ()
 
-    def to_json(self) -> Json:
-        return {
-            "value": self.value,
-            "text": self.text,
-            "rate": self.rate,
-            "baseline_rate": self.baseline_rate,
-            "failures": self.failures,
-            "attempts": self.attempts,
-            "share_of_excess": self.share_of_excess,
-            "significant": self.significant,
-            "queries": _queries_json(self.queries),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> TopValue:
-        return cls(
-            value=_str(d.get("value")),
-            text=_str(d.get("text")),
-            rate=_float(d.get("rate")),
-            baseline_rate=_float(d.get("baseline_rate")),
-            failures=_float(d.get("failures")),
-            attempts=_float(d.get("attempts")),
-            share_of_excess=_float(d.get("share_of_excess")),
-            significant=_bool(d.get("significant")),
-            queries=_queries(d.get("queries")),
-        )
-
 
 @dataclass(frozen=True)
-class DimensionItem:
+class DimensionItem(Section):
     """The top values of one dimension (``missing``: why there are none)."""
 
     dimension: str
     missing: str | None = None
     top: tuple[TopValue, ...] = ()
 
-    def to_json(self) -> Json:
-        return {
-            "dimension": self.dimension,
-            "missing": self.missing,
-            "top": [t.to_json() for t in self.top],
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> DimensionItem:
-        return cls(
-            dimension=_str(d.get("dimension")),
-            missing=_opt_str(d.get("missing")),
-            top=tuple(TopValue.from_json(t) for t in _maps(d.get("top"))),
-        )
-
 
 @dataclass(frozen=True)
-class BreakdownSection:
+class BreakdownSection(Section):
     """Where the failures come from: the slice's totals against its ``baseline`` and, per
     dimension, the values carrying the excess. ``missing`` names every query that failed."""
 
@@ -309,38 +299,9 @@ class BreakdownSection:
     missing: tuple[str, ...] = ()
     queries: tuple[QueryRef, ...] = ()
 
-    def to_json(self) -> Json:
-        return {
-            "lines": list(self.lines),
-            "failures": self.failures,
-            "attempts": self.attempts,
-            "baseline_rate": self.baseline_rate,
-            "baseline": self.baseline,
-            "excess": self.excess,
-            "dimensions": [d.to_json() for d in self.dimensions],
-            "missing": list(self.missing),
-            "queries": _queries_json(self.queries),
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> BreakdownSection | None:
-        if (d := _map(value)) is None:
-            return None
-        return cls(
-            lines=_strs(d.get("lines")),
-            failures=_float(d.get("failures")),
-            attempts=_float(d.get("attempts")),
-            baseline_rate=_float(d.get("baseline_rate")),
-            baseline=_str(d.get("baseline")),
-            excess=_float(d.get("excess")),
-            dimensions=tuple(DimensionItem.from_json(x) for x in _maps(d.get("dimensions"))),
-            missing=_strs(d.get("missing")),
-            queries=_queries(d.get("queries")),
-        )
-
 
 @dataclass(frozen=True)
-class ImpactSection:
+class ImpactSection(Section):
     """Failed payments, the excess over the usual level and the amount at risk (``currency``
     None: no average ticket configured) over ``window_seconds``."""
 
@@ -355,40 +316,9 @@ class ImpactSection:
     window_seconds: float = 0.0
     queries: tuple[QueryRef, ...] = ()
 
-    def to_json(self) -> Json:
-        return {
-            "lines": list(self.lines),
-            "failed": self.failed,
-            "attempts": self.attempts,
-            "excess": self.excess,
-            "per_minute": self.per_minute,
-            "amount_so_far": self.amount_so_far,
-            "amount_per_minute": self.amount_per_minute,
-            "currency": self.currency,
-            "window_seconds": self.window_seconds,
-            "queries": _queries_json(self.queries),
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> ImpactSection | None:
-        if (d := _map(value)) is None:
-            return None
-        return cls(
-            lines=_strs(d.get("lines")),
-            failed=_float(d.get("failed")),
-            attempts=_float(d.get("attempts")),
-            excess=_float(d.get("excess")),
-            per_minute=_float(d.get("per_minute")),
-            amount_so_far=_float(d.get("amount_so_far")),
-            amount_per_minute=_float(d.get("amount_per_minute")),
-            currency=_opt_str(d.get("currency")),
-            window_seconds=_float(d.get("window_seconds")) or 0.0,
-            queries=_queries(d.get("queries")),
-        )
-
 
 @dataclass(frozen=True)
-class PatternItem:
+class PatternItem(Section):
     """A log template that rose (counts estimated from a sample when ``sampled``)."""
 
     template: str
@@ -399,48 +329,18 @@ class PatternItem:
     example: str = ""
     sampled: bool = False
 
-    def to_json(self) -> Json:
-        return {
-            "template": self.template,
-            "error_code": self.error_code,
-            "count_now": self.count_now,
-            "count_before": self.count_before,
-            "new": self.new,
-            "example": self.example,
-            "sampled": self.sampled,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> PatternItem:
-        return cls(
-            template=_str(d.get("template")),
-            error_code=_opt_str(d.get("error_code")),
-            count_now=_int(d.get("count_now")),
-            count_before=_int(d.get("count_before")),
-            new=_bool(d.get("new")),
-            example=_str(d.get("example")),
-            sampled=_bool(d.get("sampled")),
-        )
-
 
 @dataclass(frozen=True)
-class CodeItem:
+class CodeItem(Section):
     """An error code's count in the incident window and in the window before."""
 
     code: str
     count_now: int = 0
     count_before: int = 0
 
-    def to_json(self) -> Json:
-        return {"code": self.code, "count_now": self.count_now, "count_before": self.count_before}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> CodeItem:
-        return cls(_str(d.get("code")), _int(d.get("count_now")), _int(d.get("count_before")))
-
 
 @dataclass(frozen=True)
-class LogsSection:
+class LogsSection(Section):
     """The log patterns and error codes that rose in ``window`` against ``before``."""
 
     patterns: tuple[PatternItem, ...] = ()
@@ -456,37 +356,11 @@ class LogsSection:
     def to_json(self) -> Json:
         if self == LogsSection(missing=self.missing):  # not read at all: only why
             return {"missing": self.missing}
-        return {
-            "patterns": [p.to_json() for p in self.patterns],
-            "error_codes": [c.to_json() for c in self.error_codes],
-            "window": _span_json(self.window),
-            "before": _span_json(self.before),
-            "total_now": self.total_now,
-            "total_before": self.total_before,
-            "ignored_dimensions": list(self.ignored_dimensions),
-            "missing": self.missing,
-            "queries": _queries_json(self.queries),
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> LogsSection | None:
-        if (d := _map(value)) is None:
-            return None
-        return cls(
-            patterns=tuple(PatternItem.from_json(p) for p in _maps(d.get("patterns"))),
-            error_codes=tuple(CodeItem.from_json(c) for c in _maps(d.get("error_codes"))),
-            window=_span(d.get("window")),
-            before=_span(d.get("before")),
-            total_now=_int(d.get("total_now")),
-            total_before=_int(d.get("total_before")),
-            ignored_dimensions=_strs(d.get("ignored_dimensions")),
-            missing=_opt_str(d.get("missing")),
-            queries=_queries(d.get("queries")),
-        )
+        return super().to_json()
 
 
 @dataclass(frozen=True)
-class ChangeItem:
+class ChangeItem(Section):
     """A deploy, config change or PSP status event near the onset (``mentions``: the
     incident's dimension values its description names)."""
 
@@ -507,34 +381,9 @@ class ChangeItem:
             return "near onset"
         return f"{mins:g} min before onset" if mins >= 0 else f"{-mins:g} min after onset"
 
-    def to_json(self) -> Json:
-        return {
-            "at": _iso(self.at),
-            "service": self.service,
-            "kind": self.kind,
-            "version": self.version,
-            "author": self.author,
-            "description": self.description,
-            "minutes_before_onset": self.minutes_before_onset,
-            "mentions": list(self.mentions),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ChangeItem:
-        return cls(
-            at=_time(d.get("at")),
-            service=_str(d.get("service")),
-            kind=_str(d.get("kind")),
-            version=_str(d.get("version")),
-            author=_str(d.get("author")),
-            description=_str(d.get("description")),
-            minutes_before_onset=_float(d.get("minutes_before_onset")),
-            mentions=_strs(d.get("mentions")),
-        )
-
 
 @dataclass(frozen=True)
-class ChangesSection:
+class ChangesSection(Section):
     """The changes around ``onset``, most suspicious first (``total``: all that matched)."""
 
     items: tuple[ChangeItem, ...] = ()
@@ -546,29 +395,11 @@ class ChangesSection:
     def to_json(self) -> Json:
         if self == ChangesSection(missing=self.missing):  # not read at all: only why
             return {"missing": self.missing}
-        return {
-            "items": [c.to_json() for c in self.items],
-            "total": self.total,
-            "onset": _iso(self.onset),
-            "missing": self.missing,
-            "queries": _queries_json(self.queries),
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> ChangesSection | None:
-        if (d := _map(value)) is None:
-            return None
-        return cls(
-            items=tuple(ChangeItem.from_json(c) for c in _maps(d.get("items"))),
-            total=_int(d.get("total")),
-            onset=_time(d.get("onset")),
-            missing=_opt_str(d.get("missing")),
-            queries=_queries(d.get("queries")),
-        )
+        return super().to_json()
 
 
 @dataclass(frozen=True)
-class ConcurrentItem:
+class ConcurrentItem(Section):
     """Another finding raised in the incident's window (``related``: on an overlapping
     slice)."""
 
@@ -578,28 +409,9 @@ class ConcurrentItem:
     at: datetime | None = None
     related: bool = False
 
-    def to_json(self) -> Json:
-        return {
-            "detector": self.detector,
-            "dimensions": dict(self.dimensions),
-            "title": self.title,
-            "at": _iso(self.at),
-            "related": self.related,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ConcurrentItem:
-        return cls(
-            detector=_str(d.get("detector")),
-            dimensions=_dims(d.get("dimensions")),
-            title=_str(d.get("title")),
-            at=_time(d.get("at")),
-            related=_bool(d.get("related")),
-        )
-
 
 @dataclass(frozen=True)
-class ChartSection:
+class ChartSection(Section):
     """Whether a chart was drawn, the file it was saved to and, when there is none, why."""
 
     rendered: bool
@@ -614,15 +426,9 @@ class ChartSection:
             out["missing"] = self.missing
         return out
 
-    @classmethod
-    def from_json(cls, value: object) -> ChartSection | None:
-        if (d := _map(value)) is None:
-            return None
-        return cls(_bool(d.get("rendered")), _opt_str(d.get("path")), _opt_str(d.get("missing")))
-
 
 @dataclass(frozen=True)
-class RunbookSection:
+class RunbookSection(Section):
     """The runbook matched (``id`` None: none matched) and ``reason``, why (or why not)."""
 
     id: str | None
@@ -635,27 +441,7 @@ class RunbookSection:
     def to_json(self) -> Json:
         if self == RunbookSection(None, reason=self.reason):  # none matched: only why
             return {"id": None, "reason": self.reason}
-        return {
-            "id": self.id,
-            "title": self.title,
-            "link": self.link,
-            "owner": self.owner,
-            "reason": self.reason,
-            "steps": list(self.steps),
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> RunbookSection | None:
-        if (d := _map(value)) is None:
-            return None
-        return cls(
-            id=_opt_str(d.get("id")),
-            title=_opt_str(d.get("title")),
-            link=_opt_str(d.get("link")),
-            owner=_opt_str(d.get("owner")),
-            reason=_opt_str(d.get("reason")),
-            steps=_strs(d.get("steps")),
-        )
+        return super().to_json()
 
 
 # -- the evidence -------------------------------------------------------------------------------
@@ -731,12 +517,12 @@ class Evidence:
             missing=_opt_str(d.get("missing")),
             window=_span(d.get("window")),
             onset=Onset.from_json(d.get("onset")),
-            findings=tuple(FindingItem.from_json(f) for f in _maps(d.get("findings"))),
+            findings=FindingItem.from_json_list(d.get("findings")),
             breakdown=BreakdownSection.from_json(d.get("breakdown")),
             impact=ImpactSection.from_json(d.get("impact")),
             logs=LogsSection.from_json(d.get("logs")),
             changes=ChangesSection.from_json(d.get("changes")),
-            concurrent=tuple(ConcurrentItem.from_json(c) for c in _maps(d.get("concurrent"))),
+            concurrent=ConcurrentItem.from_json_list(d.get("concurrent")),
             chart=ChartSection.from_json(d.get("chart")),
             runbook=RunbookSection.from_json(d.get("runbook")),
         )

@@ -583,7 +583,7 @@ class _Draft:
         # The incident's findings as the store keeps them (the evidence's shape, with the
         # detector's details): the evidence's own list is the fallback.
         members = [_map(_map(m).get("finding")) for m in incident.members.values()]
-        self.findings = [FindingItem.from_json(f) for f in members]
+        self.findings = list(FindingItem.from_json_list(members))
         self.causes = [_map(f.get("details")).get("cause") for f in members]
         self._refs: dict[Group, str] = {}
         self._backs: dict[str, list[Backed]] = {}

@@ -45,12 +45,25 @@ def in_readonly_root(data: Path, argv: list[str], env: dict[str, str]) -> subpro
     )
 
 
-def image_env() -> dict[str, str]:
+def import_tree(data: Path) -> str:
+    """The package as the wheel installs it (``paytriage`` and ``paytriage.detectors``), as
+    links into the read-only checkout: the editable install maps the import name to the
+    checkout's path, which the tmpfs on /tmp hides when the checkout lives there."""
+    tree = data / "site" / "paytriage"
+    tree.mkdir(parents=True)
+    for entry in (ROOT / "bot").iterdir():
+        if entry.name != "__pycache__":
+            (tree / entry.name).symlink_to(f"{CODE}/bot/{entry.name}")
+    (tree / "detectors").symlink_to(f"{CODE}/detectors")
+    return f"{DATA}/site"
+
+
+def image_env(data: Path) -> dict[str, str]:
     """What the Dockerfile sets, with the checkout's files for the image's /opt ones."""
     return {
         **os.environ,
         "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONPATH": CODE,
+        "PYTHONPATH": import_tree(data),
         "HOME": DATA,
         "MPLCONFIGDIR": "/tmp/matplotlib",
         "PAYTRIAGE_DATA_DIR": DATA,
@@ -72,7 +85,7 @@ def test_the_root_filesystem_really_is_read_only_there(tmp_path: Path) -> None:
 def test_the_demo_runs_with_only_its_data_volume_writable(tmp_path: Path) -> None:
     # Two hours hold an incident: its Slack messages, chart, page and postmortem are written.
     argv = [sys.executable, "-m", "paytriage.cli", "demo", "--quiet", "--hours", "2"]
-    proc = in_readonly_root(tmp_path, [*argv, "--out", f"{DATA}/demo"], image_env())
+    proc = in_readonly_root(tmp_path, [*argv, "--out", f"{DATA}/demo"], image_env(tmp_path))
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     assert "Read-only file system" not in out
@@ -97,7 +110,7 @@ def test_run_starts_serves_and_stops_with_only_its_data_volume_writable(
     proc = in_readonly_root(
         tmp_path,
         [sys.executable, "-m", "paytriage.cli", "run", "--config", f"{DATA}/run.yaml"],
-        image_env(),
+        image_env(tmp_path),
     )
     try:
         deadline = time.monotonic() + 60
