@@ -23,6 +23,7 @@ from paytriage.domain.notifications import BOT
 from paytriage.evidence.gather import EvidenceGatherer
 from paytriage.evidence.impact import TicketSize
 from paytriage.incidents.cycle import (
+    SOURCE_DOWN,
     STEP,
     Checkable,
     DetectorHealth,
@@ -50,10 +51,16 @@ log = logging.getLogger(__name__)
 
 
 def pages(settings: Settings) -> Callable[[Incident], bool]:
-    """Incidents at or above ``pagerduty.min_severity`` page; data problems never do (the
-    bot raises its own "data source down" incident for those)."""
+    """Incidents at or above ``pagerduty.min_severity`` page. Data problems (a slice's
+    stale metrics) do not, except the bot's own "data source down" incident: while a
+    source does not answer, detection is blind and nothing else would page."""
     floor = settings.pagerduty.min_severity.rank
-    return lambda inc: not inc.data_problem and inc.severity.rank >= floor
+
+    def page(inc: Incident) -> bool:
+        blind = inc.detector == SOURCE_DOWN
+        return (blind or not inc.data_problem) and inc.severity.rank >= floor
+
+    return page
 
 
 def pipeline_for(

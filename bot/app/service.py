@@ -29,9 +29,8 @@ from paytriage.config import Settings
 from paytriage.core.logs import setup_logging
 from paytriage.core.metrics import CONTENT_TYPE, BotMetrics
 from paytriage.domain.notifications import Receiver
-from paytriage.incidents.cycle import Checkable
+from paytriage.incidents.cycle import Checkable, probe
 from paytriage.notify.worker import OutboxWorker
-from paytriage.sources import SourceError
 from paytriage.store.lease import Lease
 
 log = logging.getLogger("paytriage")
@@ -56,12 +55,7 @@ class SourceHealth:
 
     def probe(self, sources: list[Checkable]) -> None:
         for src in sources:
-            try:
-                src.check()
-            except SourceError as exc:
-                self.record(src.name, str(exc))
-            else:
-                self.record(src.name, None)
+            self.record(src.name, probe(src))
 
     def record(self, name: str, error: str | None) -> None:
         """One probe's outcome (the live cycle probes every minute and reports here)."""

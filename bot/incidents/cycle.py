@@ -103,6 +103,19 @@ class Checkable(Protocol):
     def check(self) -> None: ...
 
 
+def probe(src: Checkable) -> str | None:
+    """One probe of a source: None when it answered, else why not. Any exception is the
+    source failing (an answer the bot could not read included), never the cycle's end."""
+    try:
+        src.check()
+    except SourceError as exc:
+        return str(exc)
+    except Exception as exc:
+        log.exception("probing %s failed", src.name)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 SOURCE_DOWN = "source_down"  # the bot's own detector id for a source it cannot read
 
 
@@ -124,7 +137,7 @@ class SourceWatch:
         since = self.failing_since.setdefault(name, at)
         finding = Finding(
             detector=SOURCE_DOWN,
-            severity=Severity.error,
+            severity=Severity.critical,  # detection is blind: the on-call must know
             dimensions={"source": name},
             title=f"Data source {name} is not answering: detection is blind while it lasts",
             observed=math.nan,
@@ -254,11 +267,7 @@ class LiveCycle:
                 else:
                     self.health.ok(rid, at)
             for src in self.checks:
-                try:
-                    src.check()
-                    error = None
-                except SourceError as exc:
-                    error = str(exc)
+                error = probe(src)
                 events.extend(self.watch.update(src.name, error, at))
                 if self.on_check is not None:
                     self.on_check(src.name, error)
@@ -282,4 +291,5 @@ __all__ = [
     "LiveCycle",
     "SourceWatch",
     "floor_time",
+    "probe",
 ]

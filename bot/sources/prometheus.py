@@ -174,51 +174,101 @@ def _api_error(source: str, promql: str, text: str) -> SourceError:
     return SourceError(source, kind, promql, detail, status)
 
 
-def _value(v: Any) -> float:
+class _Malformed(ValueError):
+    """An answer that is JSON but not of the PromQL API's shape (said where it is wrong)."""
+
+
+def _sample(v: Any) -> float:
+    """A sample value: Prometheus writes it as a string (``"1.5"``, ``"NaN"``, ``"+Inf"``).
+    One that does not read as a number is a missing point (NaN), not a failed answer."""
+    if isinstance(v, bool) or not isinstance(v, str | int | float):
+        return math.nan
     try:
         return float(v)
-    except (TypeError, ValueError):
+    except ValueError:
         return math.nan
 
 
+def _time(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise _Malformed(f"timestamp {v!r:.40} is not a number")
+    try:
+        ts = float(v)
+    except ValueError:
+        raise _Malformed(f"timestamp {v!r:.40} is not a number") from None
+    if not math.isfinite(ts):
+        raise _Malformed(f"timestamp {v!r:.40} is not finite")
+    return ts
+
+
+def _pair(p: Any) -> tuple[float, float]:
+    if not isinstance(p, list | tuple) or len(p) != 2:
+        raise _Malformed(f"sample {p!r:.40} is not a [timestamp, value] pair")
+    return _time(p[0]), _sample(p[1])
+
+
+def _labels(metric: Any) -> dict[str, str]:
+    if metric is None:
+        return {}
+    if not isinstance(metric, dict):
+        raise _Malformed(f"metric {metric!r:.40} is not an object")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metric.items()):
+        raise _Malformed("metric labels are not strings")
+    return dict(metric)
+
+
 def _parse_result(result: Any, promql: str) -> list[Series]:
-    """Turn a vector, matrix or scalar ``data.result`` into Series."""
+    """Turn a vector, matrix or scalar ``data.result`` into Series. Anything else, or any
+    part of it of the wrong shape, is a ``SourceError`` of kind ``response``: an answer the
+    bot cannot read is the source failing, never a crash of the cycle that asked."""
+    try:
+        return _parse(result)
+    except _Malformed as exc:
+        raise SourceError(
+            "prometheus", ErrorKind.response, promql, f"malformed answer: {exc}"
+        ) from exc
+
+
+def _parse(result: Any) -> list[Series]:
     if result is None:
         return []
     # A scalar or string result is [ts, "value"].
     if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
-        ts, val = result
-        return [Series({}, np.array([float(ts)]), np.array([_value(val)]))]
+        ts, val = _pair(result)
+        return [Series({}, np.array([ts]), np.array([val]))]
     if not isinstance(result, list):
-        raise SourceError("prometheus", ErrorKind.response, promql, "result is not a list")
+        raise _Malformed("result is not a list")
     out = []
     for item in result:
         if not isinstance(item, dict):
-            raise SourceError(
-                "prometheus", ErrorKind.response, promql, "result item is not an object"
-            )
-        labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+            raise _Malformed("result item is not an object")
+        labels = _labels(item.get("metric"))
         if "values" in item:
             pts = item["values"] or []
         elif "value" in item:
             pts = [item["value"]]
         else:
             pts = []
+        if not isinstance(pts, list):
+            raise _Malformed("values is not a list")
         out.append(Series(labels, *_points(pts)))
     return out
 
 
-def _points(pts: Any) -> tuple[np.ndarray, np.ndarray]:
+def _points(pts: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """``[[ts, "value"], ...]`` as two float arrays, parsed by numpy in one call (a wide
-    answer holds tens of thousands of pairs); pair by pair when numpy refuses it."""
+    answer holds tens of thousands of pairs); pair by pair, checking each, when numpy
+    refuses it or reads something that is not a list of pairs."""
     try:
         arr = np.asarray(pts, dtype=float)
-        if arr.ndim == 2 and arr.shape[1] == 2:
+        if arr.ndim == 2 and arr.shape[1] == 2 and np.isfinite(arr[:, 0]).all():
             return arr[:, 0].copy(), arr[:, 1].copy()
         if arr.size == 0:
             return np.empty(0), np.empty(0)
     except (TypeError, ValueError):
         pass
-    ts = np.array([float(p[0]) for p in pts], dtype=float)
-    vals = np.array([_value(p[1]) for p in pts], dtype=float)
-    return ts, vals
+    pairs = [_pair(p) for p in pts]
+    return (
+        np.array([ts for ts, _ in pairs], dtype=float),
+        np.array([v for _, v in pairs], dtype=float),
+    )

@@ -74,7 +74,7 @@ def test_the_clock_is_floored_to_the_step() -> None:
     assert floor_time(datetime(2026, 11, 16, 9, 0, 59, 999, tzinfo=UTC)) == T0
 
 
-def test_pages_at_or_above_the_configured_severity_and_never_for_data_problems(
+def test_pages_at_or_above_the_configured_severity_and_for_no_data_problem_but_a_blind_bot(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PD_KEY", "R0UTINGKEY0123456789abcdef012345")
@@ -88,6 +88,9 @@ def test_pages_at_or_above_the_configured_severity_and_never_for_data_problems(
     stale = incident("traffic_drop", Severity.critical)
     stale.data_problem = True
     assert not page(stale)
+    blind = incident("source_down", Severity.critical, source="prometheus")
+    blind.data_problem = True
+    assert page(blind)
 
 
 class Down:
@@ -438,3 +441,50 @@ def test_a_detector_whose_queries_hang_is_cut_off_and_the_others_go_on(tmp_path:
     assert 'paytriage_detector_failures_total{detector="webhook_lag"} 2.0' in text
     assert 'paytriage_detector_cutoffs_total{detector="decline_spike"}' not in text
     cycle.close()
+
+
+def test_a_prometheus_answering_garbage_is_a_source_down_that_pages_and_resolves(
+    tmp_path: Path,
+) -> None:
+    """Valid JSON of the wrong shape from the real client, for every detector's query and
+    the probe: no cycle fails, after ``down_after`` the "data source down" incident opens
+    and is posted and paged, and it resolves once the answers are right again."""
+    import json
+    from datetime import timedelta
+
+    from paytriage.config.models import PrometheusConfig
+    from paytriage.detection.run import runs_for
+    from paytriage.detectors import DetectorsConfig
+    from paytriage.incidents.cycle import LiveCycle, SourceWatch
+    from paytriage.sources import PrometheusSource
+    from paytriage.store import Store
+    from tests.support.faults import Answer, answering_server
+    from tests.support.pipeline import pipeline
+
+    def answer(result: object) -> bytes:
+        data = {"resultType": "vector", "result": result}
+        return json.dumps({"status": "success", "data": data}).encode()
+
+    garbage = answer([{"metric": ["a"], "value": "zz"}])
+    served = Answer(200, garbage, "application/json")
+    store = Store.open(f"sqlite:///{tmp_path / 'p.db'}")
+    M = timedelta(minutes=1)
+    with answering_server(served) as (url, seen):
+        src = PrometheusSource(PrometheusConfig(url=url, retries=0))
+        runs = runs_for(DetectorsConfig().enabled(), M)
+        pipe = pipeline(store, page=lambda inc: inc.detector == "source_down")
+        cycle = LiveCycle(src, runs, pipe, checks=[src], watch=SourceWatch(5 * M))
+        for k in range(5):
+            assert cycle.run_once(T0 + k * M).changes == {}
+        assert cycle.health.snapshot()["decline_spike"]["error"]  # the detectors say why
+        [inc_id] = cycle.run_once(T0 + 5 * M).ids("opened")
+        inc = store.incident(inc_id)
+        assert inc is not None and inc.detector == "source_down"
+        assert inc.severity is Severity.critical
+        kinds = [m.kind for m in store.due(T0 + 60 * M, limit=100) if m.incident_id == inc_id]
+        assert sorted(kinds) == ["incident.opened", "page.trigger"]
+        served.body = answer([])  # Prometheus answers again (nothing to judge yet)
+        assert cycle.run_once(T0 + 6 * M).ids("resolved") == [inc_id]
+        kinds = [m.kind for m in store.due(T0 + 60 * M, limit=100) if m.incident_id == inc_id]
+        assert "page.resolve" in kinds and "incident.resolved" in kinds
+        assert len(seen) > 5 * len(runs)  # every detector kept asking, minute after minute

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import UTC, datetime, timedelta
@@ -137,3 +138,35 @@ def test_opensearch_server_error_names_reason() -> None:
             osrc(url, retries=1).search("payments-logs-*", T0, T0 + timedelta(hours=1))
     assert info.value.status == 503 and "cluster_block_exception" in str(info.value)
     assert len(seen) == 2
+
+
+def vector(result: object, result_type: str = "vector") -> bytes:
+    return json.dumps(
+        {"status": "success", "data": {"resultType": result_type, "result": result}}
+    ).encode()
+
+
+MALFORMED = {
+    "a value that is not a pair": [{"metric": {}, "value": "zz"}],
+    "labels that are not an object": [{"metric": ["a"], "value": [1700000000, "1"]}],
+    "values that are not pairs": [{"metric": {}, "values": [1, 2, 3]}],
+    "a timestamp that is not a number": [{"metric": {}, "values": [["x", "1"]]}],
+    "a label value that is not a string": [{"metric": {"psp": 7}, "value": [1, "1"]}],
+    "a scalar of the wrong shape": ["a", "b"],
+}
+
+
+@pytest.mark.parametrize("answer", MALFORMED.values(), ids=list(MALFORMED))
+def test_a_malformed_answer_is_a_response_error_naming_the_query(answer: object) -> None:
+    """Valid JSON of the wrong shape is the source failing, never an exception of the
+    caller's (it used to escape as ValueError, AttributeError or TypeError)."""
+    with status_server(200, vector(answer), "application/json") as (url, _):
+        src = prom(url, retries=0)
+        for call in (
+            lambda: src.query("sum(x)"),
+            lambda: src.query_range("sum(x)", T0, T0 + timedelta(minutes=5), timedelta(minutes=1)),
+        ):
+            with pytest.raises(SourceError) as info:
+                call()
+            assert info.value.kind is ErrorKind.response and "sum(x)" in str(info.value)
+            assert "malformed answer" in str(info.value)

@@ -43,11 +43,26 @@ def silent_server() -> Iterator[str]:
         sock.close()
 
 
+class Answer:
+    """What a test server answers; a test may change it while the server runs."""
+
+    def __init__(self, status: int, body: bytes, content_type: str) -> None:
+        self.status, self.body, self.content_type = status, body, content_type
+
+
 @contextmanager
 def status_server(
     status: int, body: bytes = b"", content_type: str = "text/plain"
 ) -> Iterator[tuple[str, list[str]]]:
     """Answers every request with ``status`` and ``body``; yields (url, request paths seen)."""
+    with answering_server(Answer(status, body, content_type)) as (url, seen):
+        yield url, seen
+
+
+@contextmanager
+def answering_server(answer: Answer) -> Iterator[tuple[str, list[str]]]:
+    """Answers every request with ``answer`` as it is at that moment; yields (url, request
+    paths seen)."""
     seen: list[str] = []
 
     class H(BaseHTTPRequestHandler):
@@ -56,8 +71,9 @@ def status_server(
             length = int(self.headers.get("Content-Length") or 0)
             if length:
                 self.rfile.read(length)
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
+            body = answer.body
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
