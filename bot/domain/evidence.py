@@ -1,6 +1,6 @@
 """The evidence of an incident, typed from the gathering to every reader.
 
-``bot.evidence.gather`` builds an :class:`Evidence` (onset, findings, breakdown, impact, log
+``paytriage.evidence.gather`` builds an :class:`Evidence` (onset, findings, breakdown, impact, log
 patterns, changes, concurrent findings, chart), the incident pipeline completes it (its
 version, the chart's file, the runbook), the store keeps it as JSON and the Slack message,
 the PagerDuty event, the incident commander's summary and the postmortem read it back.

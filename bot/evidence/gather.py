@@ -1,5 +1,5 @@
 """Evidence for one incident: every section gathered into an ``Evidence``
-(``bot.domain.evidence``, which the store keeps as JSON).
+(``paytriage.domain.evidence``, which the store keeps as JSON).
 
 The IO edge of the evidence package. ``EvidenceGatherer.gather`` reads the breakdown and
 impact from the metrics source, log patterns and changes from the log source, renders the

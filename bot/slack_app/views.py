@@ -1,5 +1,5 @@
 """What the Slack app shows: status and App Home (pure, Block Kit; the incident summary is
-``bot.reports.summary``).
+``paytriage.reports.summary``).
 
 Blocks are built with ``slack_sdk.models.blocks`` so Slack's limits are checked before
 anything is sent; every data-derived string goes through ``mrkdwn.safe`` (redacted and
