@@ -1,5 +1,6 @@
 """The bot's own HTTP endpoint: /healthz (alive), /readyz (able to do its job) and, when
-given, /metrics (Prometheus exposition of the bot's own metrics)."""
+given, /metrics (Prometheus exposition of the bot's own metrics). Every JSON body is
+redacted before it is sent."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from paytriage.core.redact import redact_value
 
 Check = Callable[[], tuple[bool, dict[str, Any]]]
 
@@ -42,7 +45,9 @@ def serve(
             self._reply(200 if ok else 503, {"ok": ok, **body})
 
         def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body, default=str).encode()
+            # Upstream error text (a 401 body quoting a token, a card number in a log line)
+            # reaches the health body: it is redacted here, once, as the logs are.
+            data = json.dumps(redact_value(body), default=str).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
