@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from paytriage.core.redact import redact
+
 
 class ErrorKind(StrEnum):
     timeout = "timeout"
@@ -20,7 +22,9 @@ class ErrorKind(StrEnum):
 
 
 class SourceError(Exception):
-    """A data source failed. Names the source, the query and what went wrong."""
+    """A data source failed. Names the source, the query and what went wrong; ``detail``
+    is redacted (a source's URL may carry a password, its error body a token), as every
+    place that shows the error (logs, CLI lines, backtest JSON, /readyz) reads it."""
 
     def __init__(
         self,
@@ -33,7 +37,7 @@ class SourceError(Exception):
         self.source = source
         self.kind = kind
         self.query = query
-        self.detail = detail
+        self.detail = detail = redact(detail)
         self.status = status
         status_txt = f" (HTTP {status})" if status else ""
         super().__init__(f"{source} {kind.value} error{status_txt} for query {query!r}: {detail}")

@@ -170,3 +170,16 @@ def test_a_malformed_answer_is_a_response_error_naming_the_query(answer: object)
                 call()
             assert info.value.kind is ErrorKind.response and "sum(x)" in str(info.value)
             assert "malformed answer" in str(info.value)
+
+
+def test_a_password_in_the_source_url_never_reaches_an_error() -> None:
+    """``backtest --prometheus-url http://user:pw@host`` printed the password on every error
+    line and wrote it into its JSON: the error names the URL with its userinfo masked."""
+    url = closed_port_url().replace("http://", "http://reader:hunter2pw@")
+    # as the CLI's --prometheus-url sets it (the config file refuses such a URL)
+    cfg = PrometheusConfig(retries=0).model_copy(update={"url": url})
+    with pytest.raises(SourceError) as info:
+        PrometheusSource(cfg).query("up")
+    assert info.value.kind is ErrorKind.connection
+    assert "hunter2pw" not in str(info.value) and "hunter2pw" not in info.value.detail
+    assert "cannot reach http://" in str(info.value)
