@@ -11,7 +11,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from paytriage import __version__
-from paytriage.config import ConfigError, load_settings
+from paytriage.config import ConfigError, Settings, load_settings
 from paytriage.core.types import parse_duration
 
 T = TypeVar("T")
@@ -43,7 +43,7 @@ ConfigOpt = Annotated[
 ]
 
 
-def _load(config: Path | None, secrets_for: tuple[str, ...] | None = None) -> object:
+def _load(config: Path | None, secrets_for: tuple[str, ...] | None = None) -> Settings:
     try:
         return load_settings(config, secrets_for=secrets_for)
     except ConfigError as exc:
@@ -94,10 +94,9 @@ def config_check(
     Secrets are checked too: every ${NAME} used by an enabled section must be set in the
     environment. Exit status 0 when valid, 1 otherwise.
     """
-    from paytriage.config import Settings, default_config_path
+    from paytriage.config import default_config_path
 
     settings = _load(file)
-    assert isinstance(settings, Settings)
     enabled = [d.id for d in settings.detectors.enabled()]
     slack = f"slack {settings.slack.mode.value} mode" if settings.slack.enabled else "slack off"
     pd = "pagerduty on" if settings.pagerduty.enabled else "pagerduty off"
@@ -222,17 +221,14 @@ def simulate(
 def run(config: ConfigOpt = None) -> None:
     """Run the bot: poll the sources on schedule, detect, open incidents, notify Slack."""
     from paytriage.app.service import run_forever
-    from paytriage.config import Settings
     from paytriage.incidents.runbooks import RunbookError
 
     settings = _load(config)
-    assert isinstance(settings, Settings)
     try:
-        code = run_forever(settings)
+        run_forever(settings)
     except RunbookError as exc:  # a bad runbook directory or file: say which, no traceback
         typer.echo(f"paytriage run: {exc}", err=True)
         raise typer.Exit(2) from None
-    sys.exit(code)
 
 
 @app.command()
@@ -255,7 +251,6 @@ def detect(
     live bot would, so persistence and hysteresis are judged, and print the findings that
     are raised at that moment. Exit status 0 whether or not something was found.
     """
-    from paytriage.config import Settings
     from paytriage.detection.replay import replay
     from paytriage.detection.run import runs_for
     from paytriage.sources import PrometheusSource
@@ -263,7 +258,6 @@ def detect(
     if not once:
         raise typer.BadParameter("only --once is supported; `paytriage run` detects on schedule")
     settings = _load(config, secrets_for=("sources",))
-    assert isinstance(settings, Settings)
     end = _parse_time(at, "--at") or datetime.now(UTC)
     end = end.replace(second=0, microsecond=0)
     prom_cfg = settings.sources.prometheus
@@ -314,7 +308,6 @@ def backtest(
     """
     import json
 
-    from paytriage.config import Settings
     from paytriage.lab.backtest import backtest as run_backtest
     from paytriage.sources import PrometheusSource
 
@@ -335,7 +328,6 @@ def backtest(
     scenarios = _read_file(labels, load_labels, "--labels")
     rules = _read_file(compare_rules, load_rules, "--compare-rules")
     settings = _load(config, secrets_for=("sources",))
-    assert isinstance(settings, Settings)
     prom_cfg = settings.sources.prometheus.model_copy(update={"url": prometheus_url})
     source = PrometheusSource(prom_cfg)
     result = run_backtest(
@@ -463,7 +455,6 @@ def postmortem(
     (--from), or export the approved one (--export)."""
     import re
 
-    from paytriage.config import Settings
     from paytriage.reports.postmortem import PostmortemError, export_postmortem, render_postmortem
     from paytriage.store import Store
     from paytriage.store.url import store_url
@@ -473,7 +464,6 @@ def postmortem(
             f"{incident!r} is not an incident id (inc-…)", param_hint="INCIDENT"
         )
     settings = _load(config, secrets_for=("store",))
-    assert isinstance(settings, Settings)
     store = Store.open(store_url(settings.store))
     try:
         inc = store.incident(incident)

@@ -15,11 +15,12 @@ process does.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -233,8 +234,14 @@ class Service:
         self.store.close()
 
 
-def run_forever(settings: Settings) -> int:
-    """Run until SIGTERM or SIGINT."""
+def run_forever(settings: Settings) -> NoReturn:
+    """Run until SIGTERM or SIGINT, then stop and exit at once.
+
+    A detection cycle or a send still running is abandoned rather than waited for (the
+    interpreter would join its worker threads, which may be waiting on a slow source for
+    up to a detector's timeout): the lease is released, the store closed and the logs
+    flushed first, and the outbox makes an abandoned send safe (claimed and not marked, it
+    is retried as uncertain and never posted twice)."""
     setup_logging()
     service = Service(settings)
     service.start()
@@ -243,4 +250,5 @@ def run_forever(settings: Settings) -> int:
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     service.stop()
-    return 0
+    logging.shutdown()
+    os._exit(0)
