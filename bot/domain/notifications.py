@@ -183,6 +183,9 @@ PAGE_KINDS: Mapping[str, Kind] = {
     "acknowledge": Kind.PAGE_ACKNOWLEDGE,
     "resolve": Kind.PAGE_RESOLVE,
 }
+PAGE_ACTIONS: Mapping[str, str] = {kind.value: action for action, kind in PAGE_KINDS.items()}
+"""The PagerDuty event action of a page kind (the inverse of ``PAGE_KINDS``)."""
+_KINDS = frozenset(Kind)
 
 
 def page_message(
@@ -238,7 +241,7 @@ def mutable(kind: str, payload: Mapping[str, Any]) -> bool:
     otherwise) always go out."""
     if "by" in payload or kind in (Kind.NOTE, Kind.PAGE_RESOLVE, Kind.PAGE_ACKNOWLEDGE):
         return False
-    return kind in set(Kind)
+    return kind in _KINDS
 
 
 __all__ = [
@@ -246,6 +249,8 @@ __all__ = [
     "KIND_OF_CHANGE",
     "NEWS",
     "PAGERDUTY",
+    "PAGE_ACTIONS",
+    "PAGE_KINDS",
     "Change",
     "Channel",
     "Kind",

@@ -50,8 +50,9 @@ from paytriage.store import Entry, Store, Tx
 
 log = logging.getLogger(__name__)
 
-OPENED, REOPENED, JOINED = Change.OPENED, Change.REOPENED, Change.JOINED
-SEVERITY, REFRESHED, RESOLVED = Change.SEVERITY, Change.REFRESHED, Change.RESOLVED
+# The changes after which an open incident's evidence is gathered again.
+GATHERS = frozenset({Change.OPENED, Change.REOPENED, Change.REFRESHED, Change.JOINED})
+
 
 
 @dataclass
@@ -151,20 +152,20 @@ class IncidentPipeline:
                 inc = self.grouper.raised(e.finding, e.at)
                 severity = severities.get(inc.id)
                 if severity is None:
-                    note(inc, OPENED)
+                    note(inc, Change.OPENED)
                 elif inc is before and not was_open:
-                    note(inc, REOPENED)
+                    note(inc, Change.REOPENED)
                 elif inc is not before:
-                    note(inc, JOINED)
+                    note(inc, Change.JOINED)
                 if severity is not None and inc.severity.rank > severity.rank:
-                    note(inc, SEVERITY)
+                    note(inc, Change.SEVERITY)
             elif e.kind == EventKind.CLEARED:
                 self._restored.pop(MemberKey.of(e.finding), None)
                 cleared = self.grouper.cleared(e.finding, e.at)
                 if cleared is not None:
                     touched[cleared.id] = cleared
                     if not cleared.is_open:
-                        note(cleared, RESOLVED)
+                        note(cleared, Change.RESOLVED)
         for f in active:
             current = self.grouper.incident_of(f)
             if current is None or not current.is_open:
@@ -172,7 +173,7 @@ class IncidentPipeline:
             severity = current.severity
             self.grouper.updated(f)
             if current.severity.rank > severity.rank:
-                note(current, SEVERITY)
+                note(current, Change.SEVERITY)
         for key, (f, deadline) in list(self._restored.items()):
             if at >= deadline:
                 del self._restored[key]
@@ -184,11 +185,11 @@ class IncidentPipeline:
                 if gone is not None:
                     touched[gone.id] = gone
                     if not gone.is_open:
-                        note(gone, RESOLVED)
+                        note(gone, Change.RESOLVED)
         for inc in self.grouper.incidents:
             last = self._refreshed.get(inc.id)
             if inc.is_open and inc.id not in touched and last and at - last >= self.refresh_every:
-                note(inc, REFRESHED)
+                note(inc, Change.REFRESHED)
         for gone in self.grouper.prune(at):
             for d in (self._timeline_done, self._refreshed, self._gathers):
                 d.pop(gone.id, None)
@@ -218,10 +219,10 @@ class IncidentPipeline:
     ) -> None:
         evidence: Evidence | None = None
         runbook: tuple[str | None, RunbookSection] | None = None
-        if inc.is_open and ({OPENED, REOPENED, REFRESHED, JOINED} & set(changes)):
+        if inc.is_open and GATHERS & set(changes):
             evidence = self._evidence(inc, at, active, frames)
             self._refreshed[inc.id] = at
-        if evidence is not None or {OPENED, REOPENED, JOINED} & set(changes):
+        if evidence is not None or {Change.OPENED, Change.REOPENED, Change.JOINED} & set(changes):
             runbook = self._runbook(inc)  # pure and cheap: kept with every evidence version
             if evidence is not None:
                 evidence = replace(evidence, runbook=runbook[1])
@@ -243,7 +244,7 @@ class IncidentPipeline:
                     continue  # joined and more severe in one step: one update
                 kinds.add(kind)
                 if (
-                    change == RESOLVED
+                    change == Change.RESOLVED
                     and stored_before is not None
                     and (stored_before.state is State.resolved)
                 ):
@@ -283,9 +284,9 @@ class IncidentPipeline:
         """Trigger PagerDuty when a paging incident opens or re-opens; resolve it with the
         incident when it was paged (automatically or by someone pressing Escalate)."""
         assert self.page is not None
-        if change in (OPENED, REOPENED) and self.page(inc):
+        if change in (Change.OPENED, Change.REOPENED) and self.page(inc):
             action = "trigger"
-        elif change == RESOLVED and tx.has_outbox(inc.id, str(PAGERDUTY)):
+        elif change == Change.RESOLVED and tx.has_outbox(inc.id, str(PAGERDUTY)):
             action = "resolve"
         else:
             return

@@ -19,7 +19,7 @@ from typing import Any
 from paytriage.core.types import iso
 from paytriage.domain.incidents import TimelineKind
 from paytriage.domain.notifications import (
-    PAGE_KINDS,
+    PAGE_ACTIONS,
     Channel,
     Kind,
     Receiver,
@@ -80,7 +80,7 @@ class PagerDutyNotifier:
         raise SendFailure(error, retry_after=result.retry_after, permanent=not result.retryable)
 
     def _body(self, msg: OutboxMessage, inc: StoredIncident | None) -> dict[str, Any]:
-        action = next((a for a, k in PAGE_KINDS.items() if k == msg.kind), None)
+        action = PAGE_ACTIONS.get(msg.kind)
         if action is None:
             raise ValueError(f"unknown PagerDuty outbox kind {msg.kind!r}")
         if inc is None:
