@@ -2,21 +2,85 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from paytriage import __version__
 from paytriage.config import ConfigError, Settings, load_settings
+from paytriage.core.redact import redact as _redact
 from paytriage.core.types import parse_duration
 
 T = TypeVar("T")
 
+EXIT_FAILED = 1  # what was asked could not be done: the line printed says why
+EXIT_BUG = 70  # an error paytriage did not expect (EX_SOFTWARE): a bug to report
+
+
+def _explain(exc: Exception) -> tuple[int, str]:
+    """The exit status and the one line a person reads for a command's failure. The
+    errors imported here name their file, URL or key themselves."""
+    from paytriage.app.server import ServeError
+    from paytriage.core.files import FileProblem
+    from paytriage.incidents.runbooks import RunbookError
+    from paytriage.lab.rules import RulesError
+    from paytriage.lab.scoring import LabelsError
+    from paytriage.reports.postmortem import PostmortemError
+    from paytriage.sources.base import SourceError
+    from paytriage.store import StoreError
+
+    named = (
+        ConfigError,
+        FileProblem,
+        ServeError,
+        StoreError,
+        RunbookError,
+        SourceError,
+        PostmortemError,
+        RulesError,
+        LabelsError,
+    )
+    if isinstance(exc, named):
+        return EXIT_FAILED, str(exc)
+    if isinstance(exc, OSError):
+        why = exc.strerror or str(exc) or type(exc).__name__
+        return EXIT_FAILED, f"{exc.filename}: {why}" if exc.filename else why
+    return EXIT_BUG, (
+        f"unexpected error ({type(exc).__name__}: {exc}); "
+        "run again with PAYTRIAGE_DEBUG=1 to see where, and report it"
+    )
+
+
+class _Commands(TyperGroup):
+    """Every command ends the same way when it fails: one redacted line on stderr that names
+    the file, URL or key at fault, and a non-zero exit status (2 for a wrong option, as
+    click does; 1 when what was asked could not be done; 70 for a bug). No traceback unless
+    ``PAYTRIAGE_DEBUG`` is set."""
+
+    def invoke(self, ctx: Any) -> Any:  # click's Context (typer vendors click privately)
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):  # click's own: usage, --help, exit
+            raise
+        except Exception as exc:
+            code, line = _explain(exc)
+            command = ctx.invoked_subcommand or ""
+            if os.environ.get("PAYTRIAGE_DEBUG"):
+                traceback.print_exc()
+            typer.echo(_redact(f"paytriage {command}: {line}".replace("  ", " ")), err=True)
+            raise typer.Exit(code) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="paytriage",
     help=(
         "paytriage watches payment metrics (Prometheus) and logs (OpenSearch), detects "
@@ -61,6 +125,16 @@ def _read_file(path: Path | None, reader: Callable[[Path], T], option: str) -> T
         raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
+def _url(text: str, option: str) -> str:
+    """A PromQL API URL given on the command line, checked as the configuration's is."""
+    from paytriage.config.models import http_url
+
+    try:
+        return http_url(text)
+    except ValueError as exc:
+        raise typer.BadParameter(_redact(str(exc)), param_hint=option) from None
+
+
 def _parse_time(text: str | None, name: str) -> datetime | None:
     if text is None:
         return None
@@ -103,6 +177,13 @@ def config_check(
     where = file or default_config_path()
     names = ", ".join(enabled)
     typer.echo(f"OK: {where}: {len(enabled)} detectors enabled ({names}); {slack}; {pd}")
+    if settings.slack.enabled and settings.slack.permissions.open_to_all():
+        typer.echo(
+            "warning: slack.permissions: every list is empty, so anyone in the workspace may "
+            "acknowledge (and so stop a page's escalation), escalate, silence, resolve and "
+            "approve postmortems; name the on-call user group in each list",
+            err=True,
+        )
 
 
 @runbooks_app.command("lint")
@@ -131,10 +212,9 @@ def runbooks_lint(
 def redact() -> None:
     """Print standard input with card numbers, CVVs, e-mail addresses, tokens, keys and
     IBANs masked: exactly what the bot would show or store of that text."""
-    from paytriage.core.redact import redact as mask
-
-    for line in sys.stdin:
-        sys.stdout.write(mask(line))
+    # The whole input at once: a private key or a card number can span lines.
+    text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+    sys.stdout.write(_redact(text))
 
 
 @app.command()
@@ -262,7 +342,7 @@ def detect(
     end = end.replace(second=0, microsecond=0)
     prom_cfg = settings.sources.prometheus
     if prometheus_url:
-        prom_cfg = prom_cfg.model_copy(update={"url": prometheus_url})
+        prom_cfg = prom_cfg.model_copy(update={"url": _url(prometheus_url, "--prometheus-url")})
     step = timedelta(minutes=1)
     runs = runs_for(settings.detectors.enabled(), step)
     # Replay long enough to judge persistence and hysteresis as the live bot would have.
@@ -270,6 +350,13 @@ def detect(
     result = replay(PrometheusSource(prom_cfg), runs, end - longest, end, step)
     for name, why in sorted(result.failed.items()):
         typer.echo(f"data problem: {name}: {why}", err=True)
+    if result.nothing_read:
+        typer.echo(
+            f"paytriage detect: nothing could be read from {_redact(prom_cfg.url)}: "
+            "no finding is no answer",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILED)
     typer.echo(f"As of {end:%Y-%m-%d %H:%M}Z: {len(result.active)} finding(s)")
     for f in sorted(result.active, key=lambda f: (-f.severity.rank, f.detector)):
         where = ", ".join(f"{k}={v}" for k, v in f.dimensions.items()) or "platform"
@@ -327,8 +414,9 @@ def backtest(
 
     scenarios = _read_file(labels, load_labels, "--labels")
     rules = _read_file(compare_rules, load_rules, "--compare-rules")
+    url = _url(prometheus_url, "--prometheus-url")
     settings = _load(config, secrets_for=("sources",))
-    prom_cfg = settings.sources.prometheus.model_copy(update={"url": prometheus_url})
+    prom_cfg = settings.sources.prometheus.model_copy(update={"url": url})
     source = PrometheusSource(prom_cfg)
     result = run_backtest(
         source,
@@ -341,6 +429,13 @@ def backtest(
     )
     for name, why in sorted(result.failed.items()):
         typer.echo(f"data problem: {name} could not be read: {why}", err=True)
+    if result.nothing_read:
+        typer.echo(
+            f"paytriage backtest: nothing could be read from {_redact(url)}: no incident is "
+            f"no answer ({output} not written)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILED)
     doc = result.as_dict()
     typer.echo(
         f"Backtest {doc['period']['start']} .. {doc['period']['end']} at {step}: "
@@ -413,9 +508,10 @@ def demo(
     minute through the detectors, incident grouping, evidence, runbooks, the Slack messages
     and PagerDuty pages (shown here, written to --out) and a postmortem draft.
     """
-    import os
-
     from paytriage.lab.demo import run_demo
+
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file: give a directory", param_hint="--out")
 
     token = os.environ.get("SLACK_BOT_TOKEN") or None
     if slack_channel and not token:
@@ -464,7 +560,9 @@ def postmortem(
             f"{incident!r} is not an incident id (inc-…)", param_hint="INCIDENT"
         )
     settings = _load(config, secrets_for=("store",))
-    store = Store.open(store_url(settings.store))
+    store = Store.open(store_url(settings.store), create=False)
+    shown = store.engine.url.render_as_string(hide_password=True)
+    typer.echo(f"store: {shown}", err=True)
     try:
         inc = store.incident(incident)
         if inc is None:

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from paytriage.core.types import Duration, EnvStr, StrictModel
+from paytriage.core.types import EnvStr, PositiveDuration, StrictModel
 from paytriage.detectors.base import Assessment, BaselineConfig, Detector, DetectorConfig
 from paytriage.detectors.signals import Frame, LabelKey, Offset, seasonal_offsets
 from paytriage.detectors.stats import cusum_onset, robust_baseline
@@ -39,8 +39,8 @@ class Config(DetectorConfig):
     id: Literal["anomaly"] = "anomaly"
     signals: list[Signal] = Field(default_factory=list)
     baseline: BaselineConfig = BaselineConfig()
-    trailing: Duration = Field(default=timedelta(hours=2))
-    gap: Duration = Field(default=timedelta(minutes=15))
+    trailing: PositiveDuration = Field(default=timedelta(hours=2))
+    gap: PositiveDuration = Field(default=timedelta(minutes=15))
     min_relative_spread: float = Field(default=0.05, ge=0)
 
 

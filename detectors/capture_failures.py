@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from paytriage.core.types import Duration, EnvStr, StrictModel, format_duration
+from paytriage.core.types import Duration, EnvStr, PositiveDuration, StrictModel, format_duration
 from paytriage.detectors.base import Assessment, Chart, Detector, DetectorConfig, RatioQueries
 from paytriage.detectors.signals import (
     PRESENT,
@@ -50,8 +50,8 @@ class Config(DetectorConfig):
     id: Literal["capture_failures"] = "capture_failures"
     severity: Severity = Severity.critical
     queries: Queries = Queries()
-    window: Duration = "5m"  # type: ignore[assignment]
-    short_window: Duration = Field(default=timedelta(minutes=2))
+    window: PositiveDuration = "5m"  # type: ignore[assignment]
+    short_window: PositiveDuration = Field(default=timedelta(minutes=2))
     for_: Duration = Field(default=timedelta(minutes=2), alias="for")
     objective: float = Field(default=0.995, gt=0, lt=1, description="capture success target")
     min_attempts: int = Field(default=100, ge=1)
@@ -66,15 +66,15 @@ class Config(DetectorConfig):
         description="for the excess that persists (each of the last three windows failing "
         "is itself rare by chance)",
     )
-    long_window: Duration = Field(
+    long_window: PositiveDuration = Field(
         default=timedelta(minutes=30),
         description="a smaller excess that persists is judged over this long (whole windows)",
     )
-    baseline: Duration = Field(
+    baseline: PositiveDuration = Field(
         default=timedelta(hours=6),
         description="the PSP's own failure rate is read over this, before long_window",
     )
-    burst: Duration = Field(
+    burst: PositiveDuration = Field(
         default=timedelta(minutes=5),
         description="failures over the last three to this many minutes that stay "
         "significant without their two worst minutes have persisted: they count towards "

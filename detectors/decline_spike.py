@@ -40,7 +40,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from paytriage.core.types import Duration, EnvStr, StrictModel, format_duration
+from paytriage.core.types import Duration, EnvStr, PositiveDuration, StrictModel, format_duration
 from paytriage.detectors.base import (
     Assessment,
     BaselineConfig,
@@ -87,7 +87,7 @@ class Config(DetectorConfig):
     severity: Severity = Severity.critical
     queries: Queries = Queries()
     dimensions: DimensionList = Field(default_factory=default_dimensions)
-    window: Duration = "5m"  # type: ignore[assignment]
+    window: PositiveDuration = "5m"  # type: ignore[assignment]
     baseline: BaselineConfig = BaselineConfig()
     min_attempts: int = Field(
         default=100, ge=1, description="attempts in the window to judge a slice"
@@ -107,24 +107,24 @@ class Config(DetectorConfig):
         alias="for",
         description="the condition must hold this long before a finding is raised",
     )
-    short_window: Duration = Field(
+    short_window: PositiveDuration = Field(
         default=timedelta(minutes=2),
         description="the rate over this recent window must still be high (one scrape+step)",
     )
-    trailing: Duration = Field(
+    trailing: PositiveDuration = Field(
         default=timedelta(hours=3),
         description="fallback baseline when there is no seasonal history",
     )
     min_overdispersion: float = Field(default=0.0, ge=0, lt=0.5)
-    recent_window: Duration = Field(
+    recent_window: PositiveDuration = Field(
         default=timedelta(hours=1),
         description="the level before ``long_window`` a rise must also stand out from",
     )
-    long_window: Duration = Field(
+    long_window: PositiveDuration = Field(
         default=timedelta(minutes=30),
         description="a smaller rise that persists is judged over this long (whole windows)",
     )
-    burst: Duration = Field(
+    burst: PositiveDuration = Field(
         default=timedelta(minutes=5),
         description="a rise over the last three to this many minutes that stays significant "
         "without its two worst minutes has persisted: it counts towards ``for`` from the first",

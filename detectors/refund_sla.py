@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from paytriage.core.types import Duration, EnvStr, StrictModel, format_duration
+from paytriage.core.types import Duration, EnvStr, PositiveDuration, StrictModel, format_duration
 from paytriage.detectors.base import Assessment, Chart, Detector, DetectorConfig
 from paytriage.detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of
 from paytriage.detectors.stats import (
@@ -56,8 +56,8 @@ class Queries(StrictModel):
 class BurnWindow(StrictModel):
     """One multi-window, multi-burn-rate alert (SRE workbook): long and short window."""
 
-    long: Duration
-    short: Duration
+    long: PositiveDuration
+    short: PositiveDuration
     burn_rate: float = Field(gt=0)
     severity: str = "page"
 
@@ -80,22 +80,22 @@ class Config(DetectorConfig):
     clear_after: Duration = Field(default=timedelta(minutes=30))
     queries: Queries = Queries()
     objective: float = Field(default=0.95, gt=0, lt=1, description="share completed within SLA")
-    sla: Duration = "24h"  # type: ignore[assignment]
+    sla: PositiveDuration = "24h"  # type: ignore[assignment]
     burn_windows: list[BurnWindow] = Field(default_factory=_default_windows)
     min_bad_events: int = Field(default=5, ge=0, description="bad events in the long window")
-    drain_window: Duration = Field(default=timedelta(minutes=30))
-    drain_short: Duration = Field(default=timedelta(minutes=15))
+    drain_window: PositiveDuration = Field(default=timedelta(minutes=30))
+    drain_short: PositiveDuration = Field(default=timedelta(minutes=15))
     min_drain_ratio: float = Field(
         default=0.5, gt=0, lt=1, description="completions per request below this: not draining"
     )
     min_requests: int = Field(
         default=10, ge=1, description="requests over drain_reference to judge the drain"
     )
-    drain_reference: Duration = Field(
+    drain_reference: PositiveDuration = Field(
         default=timedelta(hours=1), description="the request rate completions must keep up with"
     )
     drain_false_alarm_rate: float = Field(default=1e-4, gt=0, lt=0.5)
-    pending_window: Duration = Field(
+    pending_window: PositiveDuration = Field(
         default=timedelta(minutes=15),
         description="refunds pending past the SLA are read as their median over this",
     )

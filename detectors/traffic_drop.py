@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from paytriage.core.types import Duration, EnvStr, StrictModel, format_duration
+from paytriage.core.types import Duration, EnvStr, PositiveDuration, StrictModel, format_duration
 from paytriage.detectors.base import (
     Assessment,
     BaselineConfig,
@@ -76,8 +76,8 @@ class Config(DetectorConfig):
     severity: Severity = Severity.critical
     queries: Queries = Queries()
     dimensions: DimensionList = Field(default_factory=lambda: ["country", "psp"])
-    window: Duration = "5m"  # type: ignore[assignment]
-    short_window: Duration = Field(default=timedelta(minutes=2))
+    window: PositiveDuration = "5m"  # type: ignore[assignment]
+    short_window: PositiveDuration = Field(default=timedelta(minutes=2))
     for_: Duration = Field(default=timedelta(minutes=2), alias="for")
     baseline: BaselineConfig = BaselineConfig()
     max_drop_ratio: float = Field(
@@ -87,18 +87,18 @@ class Config(DetectorConfig):
         default=100, ge=1, description="expected events in the window to judge"
     )
     false_alarm_rate: float = Field(default=1e-6, gt=0, lt=0.5)
-    max_staleness: Duration = "3m"  # type: ignore[assignment]
+    max_staleness: PositiveDuration = "3m"  # type: ignore[assignment]
     dispersion: float = Field(
         default=0.01, ge=0, description="negative-binomial extra variance (mu + d mu^2)"
     )
-    trailing: Duration = Field(
+    trailing: PositiveDuration = Field(
         default=timedelta(hours=1), description="fallback baseline when there is no history"
     )
-    scale_window: Duration = Field(
+    scale_window: PositiveDuration = Field(
         default=timedelta(hours=3),
         description="today against the history over this long scales the seasonal baseline",
     )
-    sudden_window: Duration = Field(
+    sudden_window: PositiveDuration = Field(
         default=timedelta(minutes=30), description="the level a sudden drop is measured from"
     )
     max_sudden_ratio: float = Field(
@@ -107,7 +107,7 @@ class Config(DetectorConfig):
         lt=1,
         description="a drop must also fall below this share of the level just before it",
     )
-    burst: Duration = Field(
+    burst: PositiveDuration = Field(
         default=timedelta(minutes=5),
         description="a drop over the last three to this many minutes that stays significant "
         "without its two lowest minutes has persisted: it counts towards ``for`` from the first",

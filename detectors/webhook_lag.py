@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from paytriage.core.types import Duration, EnvStr, StrictModel, format_duration
+from paytriage.core.types import Duration, EnvStr, PositiveDuration, StrictModel, format_duration
 from paytriage.detectors.base import Assessment, Chart, Detector, DetectorConfig
 from paytriage.detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of
 from paytriage.detectors.stats import cusum_onset, proportion_excess
@@ -44,7 +44,7 @@ class Queries(StrictModel):
 class Config(DetectorConfig):
     id: Literal["webhook_lag"] = "webhook_lag"
     queries: Queries = Queries()
-    window: Duration = "5m"  # type: ignore[assignment]
+    window: PositiveDuration = "5m"  # type: ignore[assignment]
     for_: Duration = Field(default=timedelta(minutes=1), alias="for")
     slo_p95_seconds: float = Field(default=60.0, gt=0, description="P95 lag objective")
     baseline_factor: float = Field(default=2.0, ge=1, description="P95 rise over its median")
@@ -52,7 +52,7 @@ class Config(DetectorConfig):
     max_first_try_failure_ratio: float = Field(default=0.02, gt=0, lt=1)
     min_events: int = Field(default=50, ge=1)
     false_alarm_rate: float = Field(default=1e-6, gt=0, lt=0.5)
-    trailing: Duration = Field(default=timedelta(hours=2))
+    trailing: PositiveDuration = Field(default=timedelta(hours=2))
 
 
 def signals(cfg: Config) -> dict[str, str]:

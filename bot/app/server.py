@@ -15,6 +15,10 @@ from paytriage.core.redact import redact_value
 Check = Callable[[], tuple[bool, dict[str, Any]]]
 
 
+class ServeError(Exception):
+    """The endpoint cannot listen where configured; the message names the keys."""
+
+
 def serve(
     host: str,
     port: int,
@@ -57,6 +61,12 @@ def serve(
         def log_message(self, format: str, *args: Any) -> None:  # quiet access log
             return
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except (OSError, OverflowError) as exc:  # in use, no such address, a host that is no name
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise ServeError(
+            f"cannot serve on {host}:{port} (server.host, server.port): {why}"
+        ) from None
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

@@ -20,12 +20,13 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from paytriage.app import compose
 from paytriage.app.server import serve
+from paytriage.app.slack_link import SlackLink
 from paytriage.config import Settings
 from paytriage.core.logs import setup_logging
 from paytriage.core.metrics import CONTENT_TYPE, BotMetrics
@@ -35,10 +36,6 @@ from paytriage.notify.worker import OutboxWorker
 from paytriage.store.lease import Lease
 
 log = logging.getLogger("paytriage")
-
-
-class Closable(Protocol):
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -118,7 +115,11 @@ class Service:
         self.scheduler = BackgroundScheduler(
             timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1}
         )
-        self.interactive: Closable | None = None
+        self.slack = SlackLink(
+            lambda: compose.start_slack_app(
+                settings, self.store, detectors=self.detector_health, sources=self.health
+            )
+        )
         self.server: Any = None
 
     # -- what the scheduler runs ------------------------------------------------------------
@@ -166,7 +167,12 @@ class Service:
             "detectors": self.detector_health.snapshot(),
             "last_cycle": {k: v for k, v in self.last_cycle.items() if k != "changes"},
             "outbox_depth": self.store.outbox_depth(),
+            # Slack or PagerDuty down is told here, but leaves the replica ready: detection
+            # goes on, and their messages wait in the outbox.
+            "receivers": {str(w.receiver): w.status() for w in self.workers},
         }
+        if self.settings.slack.enabled:
+            body["slack_app"] = self.slack.status()
         return sources_ok and not self.last_cycle.get("error"), body
 
     def exposition(self) -> tuple[bytes, str]:
@@ -200,10 +206,6 @@ class Service:
                 id=f"{worker.receiver}-outbox",
                 max_instances=1,
             )
-        scheduler.start()
-        self.interactive = compose.start_slack_app(
-            settings, self.store, detectors=self.detector_health, sources=self.health
-        )
         self.server = serve(
             settings.server.host,
             settings.server.port,
@@ -211,6 +213,8 @@ class Service:
             ready=self.ready,
             metrics=self.exposition,
         )
+        scheduler.start()
+        self.slack.start()  # tried now, and again in the background while Slack is away
         log.info(
             "paytriage run: %d detector(s) every minute, store %s, serving /healthz, /readyz "
             "and /metrics on %s:%d",
@@ -224,11 +228,11 @@ class Service:
 
     def stop(self) -> None:
         log.info("shutting down")
-        self.scheduler.shutdown(wait=False)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         self.cycle.close()
         self.lease.release()  # a follower takes over at once
-        if self.interactive is not None:
-            self.interactive.close()
+        self.slack.close()
         if self.server is not None:
             self.server.shutdown()
         self.store.close()
@@ -244,7 +248,11 @@ def run_forever(settings: Settings) -> NoReturn:
     is retried as uncertain and never posted twice)."""
     setup_logging()
     service = Service(settings)
-    service.start()
+    try:
+        service.start()
+    except BaseException:
+        service.stop()  # the lease released, the store closed: then the error is told
+        raise
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from paytriage.config.models import Settings
-from paytriage.core.types import Secret
+from paytriage.core.files import FileProblem, compose_yaml, load_yaml, read_text
+from paytriage.core.redact import redact
+from paytriage.core.types import Secret, secret_ref
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "paytriage.yaml"
 
@@ -39,13 +42,17 @@ class ConfigIssue:
 
 
 class ConfigError(Exception):
-    """The configuration is invalid; ``issues`` says where and why."""
+    """The configuration is invalid; ``issues`` says where and why. The message is
+    redacted: a value quoted back (a database URL from ``${DATABASE_URL}``) may carry a
+    password."""
 
     def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
         self.source = source
         self.issues = issues
         lines = "\n".join(f"  - {i}" for i in issues)
-        super().__init__(f"{source}: {len(issues)} problem(s) in the configuration:\n{lines}")
+        super().__init__(
+            redact(f"{source}: {len(issues)} problem(s) in the configuration:\n{lines}")
+        )
 
 
 def line_index(text: str, first_line: int = 1) -> dict[tuple[str | int, ...], int]:
@@ -53,11 +60,15 @@ def line_index(text: str, first_line: int = 1) -> dict[tuple[str | int, ...], in
     line being ``first_line``); empty when the text is not YAML."""
     index: dict[tuple[str | int, ...], int] = {}
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose_yaml(text)
     except yaml.YAMLError:
         return index
+    seen: set[int] = set()
 
     def walk(node: yaml.Node | None, path: tuple[str | int, ...]) -> None:
+        if node is None or id(node) in seen:  # an alias: its lines are the anchor's
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 p = (*path, str(key.value))
@@ -112,6 +123,29 @@ def _describe(err: Mapping[str, Any]) -> str:
     return msg
 
 
+_WHERE = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.+)$", re.S)
+
+
+def _located(err: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """The key path and message of an error. A check across sections (a model validator
+    of the whole file) has no key path of its own: its message names one per problem,
+    ``path: problem; path: problem``, taken back apart here."""
+    loc = tuple(err["loc"])
+    message = _describe(err)
+    if loc or err["type"] != "value_error":
+        return [(loc, message)]
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for part in message.split("; "):
+        m = _WHERE.match(part)
+        if m is None:
+            return [(loc, message)]
+        path: list[str | int] = []
+        for piece in re.findall(r"[^.\[\]]+|\[\d+\]", m.group(1)):
+            path.append(int(piece[1:-1]) if piece.startswith("[") else piece)
+        out.append((tuple(path), m.group(2)))
+    return out
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -141,13 +175,53 @@ def _walk_secrets(
             yield from _walk_secrets(value, (*loc, name))
 
 
+def _missing(loc: tuple[str | int, ...], env_var: str) -> ConfigIssue:
+    return ConfigIssue(
+        _path(loc), f"environment variable {env_var} is not set (the secret is read from it)"
+    )
+
+
 def missing_secrets(settings: Settings) -> list[ConfigIssue]:
     """Secrets referenced by enabled sections whose environment variable is not set."""
-    return [
-        ConfigIssue(_path(loc), f"missing secret: environment variable {s.env_var} is not set")
-        for loc, s in _walk_secrets(settings, ())
-        if not s.is_set
-    ]
+    return [_missing(loc, s.env_var) for loc, s in _walk_secrets(settings, ()) if not s.is_set]
+
+
+def _secret_field(annotation: Any) -> bool:
+    return annotation is Secret or Secret in (getattr(annotation, "__args__", ()) or ())
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    for arg in (annotation, *(getattr(annotation, "__args__", ()) or ())):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _raw_missing_secrets(
+    data: Mapping[str, Any],
+    model: type[BaseModel],
+    env: Mapping[str, str],
+    loc: tuple[str | int, ...] = (),
+) -> Iterator[ConfigIssue]:
+    """Missing secrets found in the raw document, for when it does not validate: they are
+    reported with the other problems, not only after those are fixed."""
+    enabled_field = model.model_fields.get("enabled")
+    enabled = data.get("enabled", enabled_field.default if enabled_field else True)
+    if enabled is False:
+        return
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        value = data.get(key, data.get(name))
+        if value is None:
+            continue
+        if _secret_field(field.annotation):
+            env_var = secret_ref(value)
+            if env_var is not None and not (env.get(env_var) or "").strip():
+                yield _missing((*loc, key), env_var)
+            continue
+        sub = _model_of(field.annotation)
+        if sub is not None and isinstance(value, Mapping):
+            yield from _raw_missing_secrets(value, sub, env, (*loc, key))
 
 
 def parse_settings(
@@ -163,30 +237,38 @@ def parse_settings(
     """
     env = os.environ if env is None else env
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, [ConfigIssue("", f"not valid YAML: {problem}", line)]) from None
     if data is None:
-        data = {}
+        raise ConfigError(
+            source,
+            [ConfigIssue("", "the file is empty: write at least one section (see config/)")],
+        )
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigIssue("", "the file must be a mapping of keys")])
+
+    def wanted(issue: ConfigIssue) -> bool:
+        return secrets_for is None or _split(issue.path)[0] in secrets_for
+
     lines = line_index(text)
     try:
         settings = Settings.model_validate(data, context={"env": env})
     except ValidationError as exc:
         issues = []
         for err in exc.errors():
-            loc = tuple(err["loc"])
-            issues.append(ConfigIssue(_path(loc), _describe(err), _nearest_line(lines, loc)))
+            for loc, message in _located(err):
+                issues.append(ConfigIssue(_path(loc), message, _nearest_line(lines, loc)))
+        named = {i.path for i in issues}
+        for issue in _raw_missing_secrets(data, Settings, env):
+            if wanted(issue) and issue.path not in named:
+                line = _nearest_line(lines, _split(issue.path))
+                issues.append(ConfigIssue(issue.path, issue.message, line))
         raise ConfigError(source, issues) from None
-    problems = [
-        p
-        for p in missing_secrets(settings)
-        if secrets_for is None or _split(p.path)[0] in secrets_for
-    ]
+    problems = [p for p in missing_secrets(settings) if wanted(p)]
     if problems:
         raise ConfigError(
             source,
@@ -220,9 +302,7 @@ def load_settings(
     """Load and validate a config file (default: :func:`default_config_path`)."""
     p = Path(path) if path is not None else default_config_path()
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            str(p), [ConfigIssue("", f"cannot read the file: {exc.strerror}")]
-        ) from None
+        text = read_text(p)
+    except FileProblem as exc:
+        raise ConfigError(str(p), [ConfigIssue("", exc.problem)]) from None
     return parse_settings(text, str(p), env, secrets_for)

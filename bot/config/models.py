@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import Literal
@@ -9,13 +11,14 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from paytriage.core.types import Duration, EnvStr, LabelName, Secret, StrictModel
+from paytriage.core.types import Duration, EnvStr, LabelName, PositiveDuration, Secret, StrictModel
 from paytriage.detectors import DetectorsConfig
 from paytriage.domain.findings import Severity
 from paytriage.domain.lifecycle import Maintenance
 
 
-def _http_url(value: str) -> str:
+def http_url(value: str) -> str:
+    """An http(s) URL without a password in it (credentials belong in secrets)."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{value!r} is not an http(s) URL")
@@ -28,7 +31,7 @@ class PrometheusConfig(StrictModel):
     """Any PromQL HTTP API: Prometheus, Thanos Query, Mimir, VictoriaMetrics."""
 
     url: EnvStr = "http://127.0.0.1:9090"
-    timeout: Duration = Field(default=timedelta(seconds=10))
+    timeout: PositiveDuration = Field(default=timedelta(seconds=10))
     retries: int = Field(default=2, ge=0, le=10, description="on connection errors and 502/503/504")
     method: Literal["GET", "POST"] = "POST"
     verify_tls: bool = True
@@ -43,7 +46,7 @@ class PrometheusConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:
-        return _http_url(v)
+        return http_url(v)
 
 
 class LogFields(StrictModel):
@@ -62,7 +65,7 @@ class OpenSearchConfig(StrictModel):
     logs_index: str = "payments-logs-*"
     changes_index: str = "changes-*"
     fields: LogFields = LogFields()
-    timeout: Duration = Field(default=timedelta(seconds=10))
+    timeout: PositiveDuration = Field(default=timedelta(seconds=10))
     retries: int = Field(default=2, ge=0, le=10)
     verify_tls: bool = True
     username: EnvStr | None = None
@@ -72,13 +75,13 @@ class OpenSearchConfig(StrictModel):
     @field_validator("hosts")
     @classmethod
     def _check_hosts(cls, v: list[str]) -> list[str]:
-        return [_http_url(h) for h in v]
+        return [http_url(h) for h in v]
 
 
 class SourcesConfig(StrictModel):
     prometheus: PrometheusConfig = PrometheusConfig()
     opensearch: OpenSearchConfig = OpenSearchConfig()
-    down_after: Duration = Field(
+    down_after: PositiveDuration = Field(
         default=timedelta(minutes=5),
         description="a source failing this long opens a 'data source down' incident",
     )
@@ -98,10 +101,17 @@ class Route(StrictModel):
 class Permissions(StrictModel):
     """Slack user ids (U…) or user-group ids (S…) allowed to act; empty = everyone."""
 
+    acknowledge: list[str] = Field(
+        default_factory=list, description="also acknowledges the page in PagerDuty"
+    )
     escalate: list[str] = Field(default_factory=list)
     silence: list[str] = Field(default_factory=list)
     resolve: list[str] = Field(default_factory=list)
     review: list[str] = Field(default_factory=list, description="approve postmortem drafts")
+
+    def open_to_all(self) -> bool:
+        """Every list empty: anyone in the workspace may do everything."""
+        return not any(getattr(self, name) for name in type(self).model_fields)
 
 
 class SlackMode(StrEnum):
@@ -193,11 +203,11 @@ class ReplicasConfig(StrictModel):
     """Several replicas on one (PostgreSQL) store: all serve Slack, the holder of the
     scheduler lease runs the detectors and sends the outbox."""
 
-    lease_ttl: Duration = Field(
+    lease_ttl: PositiveDuration = Field(
         default=timedelta(seconds=30),
         description="a leader that has not renewed for this long is replaced (take-over time)",
     )
-    renew_every: Duration = Field(
+    renew_every: PositiveDuration = Field(
         default=timedelta(seconds=10), description="how often the leader renews, followers try"
     )
 
@@ -225,7 +235,7 @@ class MaintenanceConfig(StrictModel):
     end: datetime | None = None
     weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] | None = None
     start_time: time | None = Field(default=None, description="HH:MM, UTC")
-    duration: Duration | None = None
+    duration: PositiveDuration | None = None
 
     @field_validator("start", "end")
     @classmethod
@@ -262,13 +272,45 @@ class MaintenanceConfig(StrictModel):
         )
 
 
+# The labels of the reference telemetry (docs/telemetry.md) and of the bot's own findings.
+REFERENCE_LABELS = frozenset(
+    {"psp", "country", "method", "reason", "outcome", "event_type", "within_sla", "service"}
+    | {"source", "signal", "error_code"}
+)
+_BY_CLAUSE = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+
+
+def known_labels(detectors: DetectorsConfig) -> frozenset[str]:
+    """The reference labels, every detector's ``dimensions`` and every label its queries
+    group by (``sum by (merchant) (...)``)."""
+    found = set(REFERENCE_LABELS)
+
+    def walk(value: object) -> None:
+        if isinstance(value, str):
+            for group in _BY_CLAUSE.findall(value):
+                found.update(x.strip() for x in group.split(",") if x.strip())
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v)
+
+    dumped = detectors.model_dump()
+    walk(dumped)
+    for cfg in dumped.values():
+        if isinstance(cfg, dict):
+            found.update(str(d) for d in cfg.get("dimensions") or ())
+    return frozenset(found)
+
+
 def _aware(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 class IncidentsConfig(StrictModel):
-    correlation_window: Duration = Field(default=timedelta(minutes=15))
-    auto_resolve_after: Duration = Field(default=timedelta(minutes=30))
+    correlation_window: PositiveDuration = Field(default=timedelta(minutes=15))
+    auto_resolve_after: PositiveDuration = Field(default=timedelta(minutes=30))
     reopen_within: Duration = Field(default=timedelta(hours=2))
     average_ticket: float | None = Field(default=None, gt=0, description="for amount at risk")
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
@@ -278,20 +320,20 @@ class IncidentsConfig(StrictModel):
 class EvidenceConfig(StrictModel):
     """What is gathered when an incident opens, and how often it is refreshed."""
 
-    refresh_every: Duration = Field(default=timedelta(minutes=5))
-    min_window: Duration = Field(
+    refresh_every: PositiveDuration = Field(default=timedelta(minutes=5))
+    min_window: PositiveDuration = Field(
         default=timedelta(minutes=10), description="shortest incident window read"
     )
     breakdown_by: list[LabelName] = Field(
         default_factory=lambda: ["psp", "country", "method", "reason"]
     )
-    baseline_offset: Duration = Field(default=timedelta(weeks=1))
+    baseline_offset: PositiveDuration = Field(default=timedelta(weeks=1))
     log_max_messages: int = Field(default=2000, ge=10, le=20000)
-    changes_lookback: Duration = Field(default=timedelta(hours=2))
+    changes_lookback: PositiveDuration = Field(default=timedelta(hours=2))
     changes_after: Duration = Field(
         default=timedelta(minutes=15), description="a PSP's status page often follows onset"
     )
-    chart_span: Duration = Field(default=timedelta(hours=3))
+    chart_span: PositiveDuration = Field(default=timedelta(hours=3))
     chart_dir: EnvStr = Field(default="paytriage-data/charts", description="PNG charts")
 
 
@@ -317,6 +359,34 @@ class Settings(StrictModel):
     store: StoreConfig = StoreConfig()
     replicas: ReplicasConfig = ReplicasConfig()
     server: ServerConfig = ServerConfig()
+
+    @model_validator(mode="after")
+    def _dimension_labels(self) -> Settings:
+        """A label that selects or breaks down incidents and is one typo away from a label
+        the detectors know (``contry``) would silently never match: it is refused.
+        Labels far from every known one (a team's own ``merchant``) are taken as given."""
+        known = known_labels(self.detectors)
+        used: list[tuple[str, str]] = [
+            (f"slack.routes[{i}].match.dimensions", k)
+            for i, r in enumerate(self.slack.routes)
+            for k in r.match.dimensions
+        ]
+        used += [
+            (f"incidents.maintenance[{i}].dimensions", k)
+            for i, m in enumerate(self.incidents.maintenance)
+            for k in m.dimensions
+        ]
+        used += [("evidence.breakdown_by", k) for k in self.evidence.breakdown_by]
+        problems = []
+        for where, label in used:
+            if label in known:
+                continue
+            close = difflib.get_close_matches(label, sorted(known), n=1, cutoff=0.75)
+            if close:
+                problems.append(f"{where}: unknown label {label!r} (did you mean {close[0]!r}?)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("timezone")
     @classmethod

@@ -90,5 +90,3 @@ class BotMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-

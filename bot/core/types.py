@@ -35,7 +35,11 @@ class StrictModel(_BaseModel):
     """Base of every config model: unknown keys are errors, values are not coerced loosely."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, validate_default=True
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        validate_default=True,
+        allow_inf_nan=False,  # `average_ticket: .inf` is a typo, never a setting
     )
 
 
@@ -128,6 +132,20 @@ Duration = Annotated[
 ]
 """A duration written like Prometheus does: 30s, 5m, 1h30m, 2d."""
 
+
+def _positive(td: timedelta) -> timedelta:
+    if td <= timedelta(0):
+        raise ValueError("must be longer than 0s")
+    return td
+
+
+PositiveDuration = Annotated[
+    timedelta,
+    BeforeValidator(lambda v: _positive(parse_duration(v))),
+    PlainSerializer(_serialize_duration, return_type=str),
+]
+"""A duration that must be longer than zero: a period, a timeout, a window."""
+
 EnvStr = Annotated[str, BeforeValidator(expand_env)]
 """A string in which ``${VAR}`` / ``${VAR:-default}`` are taken from the environment."""
 
@@ -195,14 +213,22 @@ class Secret:
             raise ValueError(
                 "a secret must be a reference to an environment variable, written ${NAME}"
             )
-        m = _SECRET_REF.fullmatch(value.strip())
-        if not m:
+        name = secret_ref(value)
+        if name is None:
             raise ValueError(
                 "secrets must come from the environment: write ${NAME} and set "
                 "NAME, never put the value in the file"
             )
-        name = m.group(1)
-        return cls(name, _env(info).get(name) or None)
+        # A value read from a file often ends in a newline; one of blanks is no secret.
+        return cls(name, (_env(info).get(name) or "").strip() or None)
+
+
+def secret_ref(value: Any) -> str | None:
+    """The environment variable a secret's ``${NAME}`` names, or None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    m = _SECRET_REF.fullmatch(value.strip())
+    return m.group(1) if m else None
 
 
 def iso(t: datetime) -> str:

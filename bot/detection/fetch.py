@@ -321,5 +321,3 @@ class RangeCache:
             held = _Held(t0, reach, step, range_grid(source, query, t0, reach, step, base, kept))
         self._held[key] = held
         return held.grid.columns((t0 - held.t0) // step, (t1 - t0) // step + 1)
-
-

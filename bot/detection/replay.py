@@ -19,11 +19,19 @@ from paytriage.sources.base import MetricsSource
 # each in a frame of its own, so a backtest's memory does not grow with its length.
 REPLAY_SEGMENT = timedelta(hours=6)
 
+
 @dataclass
 class Replay:
     events: list[Event]
     active: list[Finding]
-    failed: dict[str, str]
+    failed: dict[str, str]  # "detector.signal": why it could not be read
+    tried: int = 0  # how many detector signals were asked for
+
+    @property
+    def nothing_read(self) -> bool:
+        """Every signal failed: the source is down or answers only errors, and "no
+        findings" would be a lie."""
+        return self.tried > 0 and len(self.failed) >= self.tried
 
 
 def replay(
@@ -91,7 +99,7 @@ def replay(
             del frame
     events.sort(key=lambda e: e.at)
     active = [f for run in runs for f in run.active.values()]
-    return Replay(events, active, failed)
+    return Replay(events, active, failed, tried=sum(len(run.signals()) for run in runs))
 
 
 @dataclass

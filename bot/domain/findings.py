@@ -49,5 +49,3 @@ class Finding:
     unit: str = ""
     queries: tuple[QueryRef, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
-
-

@@ -55,7 +55,6 @@ MIN_BASELINE_ATTEMPTS = 20.0
 DEFAULT_DIMENSIONS = ("psp", "country", "method", "reason")
 
 
-
 # --- the pure core ----------------------------------------------------------------------------
 
 

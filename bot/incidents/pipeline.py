@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 GATHERS = frozenset({Change.OPENED, Change.REOPENED, Change.REFRESHED, Change.JOINED})
 
 
-
 @dataclass
 class StepReport:
     """What one step did, per incident id (tests, logs and the bot's metrics read it)."""

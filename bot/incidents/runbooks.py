@@ -47,6 +47,7 @@ from urllib.parse import quote, unquote
 import yaml
 
 from paytriage.config.loader import line_index
+from paytriage.core.files import FileProblem, load_yaml, read_text
 
 __all__ = [
     "SOURCE_DOWN",
@@ -410,7 +411,7 @@ def _parse(path: Path, text: str, name: str | None) -> tuple[Runbook | None, lis
     front, body, _ = split
     problems.lines = _yaml_lines(front)
     try:
-        meta = yaml.safe_load(front)
+        meta = load_yaml(front)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 2 if mark is not None else None
@@ -492,6 +493,13 @@ def runbook_files(directory: Path) -> list[Path]:
     )
 
 
+def _read(path: Path) -> str:
+    try:
+        return read_text(path)
+    except FileProblem as exc:
+        raise RunbookError(path, "file", exc.problem) from None
+
+
 def load_runbooks(directory: Path) -> list[Runbook]:
     """Every runbook in ``directory``, sorted by id; raises RunbookError on a bad file or a
     duplicate id (and when the directory does not exist)."""
@@ -499,7 +507,7 @@ def load_runbooks(directory: Path) -> list[Runbook]:
         raise RunbookError(directory, "runbooks.dir", "not a directory")
     out: dict[str, Runbook] = {}
     for path in runbook_files(directory):
-        rb = parse_runbook(path, path.read_text(encoding="utf-8"), path.name)
+        rb = parse_runbook(path, _read(path), path.name)
         if rb.id in out:
             raise RunbookError(path, "id", f"duplicate id {rb.id!r} (also in {out[rb.id].path})")
         out[rb.id] = rb
@@ -676,7 +684,11 @@ def lint(
     books: list[Runbook] = []
     ids: dict[str, Path] = {}
     for path in runbook_files(directory):
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = read_text(path)
+        except FileProblem as exc:
+            out.append(LintProblem(path, exc.problem))
+            continue
         rb, errors = _parse(path, text, path.name)
         out += [LintProblem(path, f"{e.key}: {e.problem}", "error", e.line) for e in errors]
         out += _lint_links(path, text)
@@ -690,7 +702,10 @@ def lint(
         out += _lint_runbook(rb, known, today)
     for other in sorted(directory.glob("*.md")):
         if other.is_file() and other.name.lower() == "readme.md":
-            out += _lint_links(other, other.read_text(encoding="utf-8"))
+            try:
+                out += _lint_links(other, read_text(other))
+            except FileProblem as exc:
+                out.append(LintProblem(other, exc.problem))
     out += _lint_ties(books)
     covered = {d for rb in books for d in rb.detectors}
     for det in sorted(known - covered):
@@ -756,7 +771,10 @@ def _lint_links(path: Path, text: str) -> list[LintProblem]:
         if not anchor or dest.suffix.lower() != ".md" or not dest.is_file():
             continue
         if dest not in anchors:
-            d_text = dest.read_text(encoding="utf-8")
+            try:
+                d_text = read_text(dest)
+            except FileProblem:
+                d_text = ""
             d_split = _split_front_matter(d_text)
             anchors[dest] = heading_anchors(d_split[1] if d_split else d_text)
         if unquote(anchor).lower() not in anchors[dest]:

@@ -31,6 +31,7 @@ class BacktestResult:
     failed: dict[str, str]
     detectors: list[str]
     seconds: float
+    nothing_read: bool = False  # every signal failed: no result, not "no incidents"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -87,4 +88,5 @@ def backtest(
         failed=result.failed,
         detectors=[r.cfg.id for r in runs],
         seconds=time.monotonic() - t0,
+        nothing_read=result.nothing_read,
     )

@@ -15,6 +15,11 @@ For each message the worker:
    asked for (``Retry-After``), and gives up on an error no retry can fix or after
    ``max_attempts``. When one message of an incident fails, the incident's later ones wait
    for the next drain.
+
+A receiver that cannot take any message (unreachable, answering 5xx, its token revoked) is
+not a message failing: the message waits ``Backoff.unavailable`` without counting towards
+giving up, the drain stops there, and ``down`` says why until a message goes through. The
+outbox holds the receiver's messages for as long as that lasts.
 """
 
 from __future__ import annotations
@@ -37,15 +42,22 @@ log = logging.getLogger(__name__)
 
 class SendFailure(Exception):
     """A notifier could not deliver a message. ``retry_after``: the receiver said when to
-    come back (rate limited); ``permanent``: no retry can fix it."""
+    come back (rate limited); ``permanent``: no retry can fix it; ``unavailable``: the
+    receiver takes no message at all now (down, unreachable, credentials refused)."""
 
     def __init__(
-        self, error: str, *, retry_after: float | None = None, permanent: bool = False
+        self,
+        error: str,
+        *,
+        retry_after: float | None = None,
+        permanent: bool = False,
+        unavailable: bool = False,
     ) -> None:
         super().__init__(error)
         self.error = error
         self.retry_after = retry_after
         self.permanent = permanent
+        self.unavailable = unavailable
 
 
 class Notifier(Protocol):
@@ -70,6 +82,7 @@ class Backoff:
     max_attempts: int = 10
     base: timedelta = timedelta(seconds=15)
     cap: timedelta = timedelta(minutes=15)
+    unavailable: timedelta = timedelta(minutes=1)  # at most this long between tries when down
 
     def retry_at(
         self, failure: SendFailure, attempts: int, now: datetime
@@ -79,6 +92,11 @@ class Backoff:
         giving up: it is the receiver pacing us, not the message failing."""
         if failure.permanent:
             return None, failure.error
+        if failure.unavailable:  # backs off as usual, but only up to a minute, and never gives up
+            after = min(self.unavailable, self.base * (2 ** min(attempts - 1, 16))).total_seconds()
+            if failure.retry_after is not None:
+                after = max(after, failure.retry_after)
+            return now + timedelta(seconds=after), failure.error
         if failure.retry_after is not None:
             return now + timedelta(seconds=max(0.0, failure.retry_after)), failure.error
         if attempts >= self.max_attempts:
@@ -104,6 +122,8 @@ class OutboxWorker:
     claim_ttl: timedelta = CLAIM_TTL  # a claim left by a dead sender lapses after this
     may_send: Callable[[], bool] = field(default=lambda: True)  # still the leader?
     maintenance: Sequence[Maintenance] = ()
+    down: str | None = field(default=None, init=False)  # why the receiver takes nothing now
+    down_since: datetime | None = field(default=None, init=False)
 
     @property
     def receiver(self) -> Receiver:
@@ -137,12 +157,32 @@ class OutboxWorker:
                     result = self.notifier.send(msg, now)
                 except SendFailure as failure:
                     self._failed(msg, failure, now, report)
+                    if failure.unavailable:
+                        self._went_down(failure, now)
+                        break  # the others would fail alike: the next drain tries again
                     if msg.incident_id is not None:
                         blocked.add(msg.incident_id)
                     continue
             self.store.mark_sent(msg.id, now, result)
             report.sent.append(msg.key)
+            if self.down is not None:
+                log.info("%s answers again (was down: %s)", self.receiver, self.down)
+                self.down = self.down_since = None
         return report
+
+    def _went_down(self, failure: SendFailure, now: datetime) -> None:
+        if self.down is None:
+            self.down_since = now
+            log.error(
+                "%s takes no message: %s; its messages wait in the outbox",
+                self.receiver,
+                redact(failure.error),
+            )
+        self.down = redact(failure.error)[:300]
+
+    def status(self) -> dict[str, Any]:
+        """For the health endpoints: whether the receiver takes messages, and why not."""
+        return {"ok": self.down is None, "error": self.down, "since": self.down_since}
 
     def _muted(self, incident_id: str, now: datetime, silences: Sequence[Silence]) -> str | None:
         if not silences and not self.maintenance:
@@ -150,9 +190,7 @@ class OutboxWorker:
         inc = self.store.incident(incident_id)
         if inc is None:
             return None
-        return suppressed_by(
-            inc.detector, inc.dimensions, inc.id, now, silences, self.maintenance
-        )
+        return suppressed_by(inc.detector, inc.dimensions, inc.id, now, silences, self.maintenance)
 
     def _suppress(self, msg: OutboxMessage, why: str, now: datetime) -> None:
         """Closed unsent: the reason kept with the message and told in the timeline."""

@@ -424,6 +424,10 @@ class Handlers:
         elif action_id == ids.POSTMORTEM:
             out = self._draft(incident_id, where)
         elif action_id == ids.SILENCE and option in SILENCE_DURATIONS:
+            refused = self.ops.refusal(where.user, "silence", incident_id, "button")
+            if refused is not None:  # said at the click: the form never opens
+                self._deliver(refused, where)
+                return
             if where.trigger_id and self._ask_reason(incident_id, option, where):
                 return  # silenced when the form comes back, with its reason
             out = self.ops.silence_incident(

@@ -124,6 +124,13 @@ class Operations:
             f"`{self.command} status` lists the open ones.",
         )
 
+    def refusal(
+        self, user_id: str, action: str, incident_id: str | None, via: Via
+    ) -> Outcome | None:
+        """The refusal (audited) when ``user_id`` may not ``action``; None when they may.
+        Asked before a form opens, so nobody fills one in only to be told no."""
+        return self._refused(user_id, action, incident_id, self.clock(), via)
+
     def _refused(
         self, user_id: str, action: str, incident_id: str | None, at: datetime, via: Via
     ) -> Outcome | None:
@@ -200,10 +207,9 @@ class Operations:
             return self._unknown(incident_id)
         at = self.clock()
         actor = actor_of(user_id)
-        if action is Action.resolve:
-            refused = self._refused(user_id, "resolve", inc.id, at, via)
-            if refused is not None:
-                return refused
+        refused = self._refused(user_id, action.value, inc.id, at, via)
+        if refused is not None:
+            return refused
         change = {Action.acknowledge: "acknowledged", Action.resolve: "resolved"}[action]
         try:
             with self.store.begin() as tx:

@@ -1,4 +1,5 @@
-"""Who may escalate, silence, resolve and approve postmortems (``slack.permissions``).
+"""Who may acknowledge, escalate, silence, resolve and approve postmortems
+(``slack.permissions``).
 
 Each list holds Slack user ids (``U…``/``W…``) and user-group ids (``S…``); an empty list lets
 everyone. Group members are read with ``usergroups.users.list`` and kept for a short while
@@ -24,7 +25,9 @@ log = logging.getLogger(__name__)
 
 USER = re.compile(r"^[UW][A-Z0-9]{2,30}$")
 GROUP = re.compile(r"^S[A-Z0-9]{2,30}$")
-GUARDED = ("escalate", "silence", "resolve", "review")  # acknowledging, reading: open to all
+# Reading (status, summary, help) is open to all. Acknowledging is guarded too: it also
+# acknowledges the PagerDuty page, which stops its escalation.
+GUARDED = ("acknowledge", "escalate", "silence", "resolve", "review")
 
 
 class GroupLookupError(RuntimeError):

@@ -33,7 +33,6 @@ def timed_query(metrics: BotMetrics, source: str, op: str) -> Iterator[None]:
         metrics.query_seconds.labels(source, op).observe(time.perf_counter() - start)
 
 
-
 class MeteredMetrics:
     """A MetricsSource whose calls are timed and whose errors are counted."""
 

@@ -8,6 +8,7 @@ from paytriage.store.store import (
     Store,
     StoredIncident,
     StoreError,
+    StoreUnavailable,
     Tx,
 )
 
@@ -18,6 +19,7 @@ __all__ = [
     "Postmortem",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "StoredIncident",
     "Tx",
 ]

@@ -17,12 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from paytriage.core.redact import redact, redact_value
@@ -47,6 +48,7 @@ CLAIM_TTL = timedelta(minutes=2)
 
 def _clean(value: Any) -> Any:
     """JSON-safe and redacted: NaN/Inf become None, datetimes ISO strings, secrets masked."""
+
     def plain(v: Any) -> Any:
         if isinstance(v, float) and not math.isfinite(v):
             return None
@@ -282,6 +284,14 @@ class StoreError(RuntimeError):
     """The store could not do what was asked (unknown incident, a bad transition...)."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be opened: missing, corrupt, read-only or refusing."""
+
+
+def _shown(url: str) -> str:
+    return redact(url)  # a password in it becomes [SECRET]
+
+
 class Tx:
     """One transaction: everything in it is written together or not at all."""
 
@@ -468,12 +478,32 @@ class Store:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str) -> Store:
-        engine = create_engine(url, pool_pre_ping=True)
+    def open(cls, url: str, *, create: bool = True) -> Store:
+        """The store at ``url``, migrated to the latest schema. With ``create`` False a
+        SQLite file that does not exist is an error rather than a new, empty store (a
+        command that only reads must not make one where it was run). A store that cannot
+        be opened (no such file, corrupt, read-only, a server that refuses) raises
+        :class:`StoreUnavailable` naming the store, its password hidden."""
+        try:
+            engine = create_engine(url, pool_pre_ping=True)
+        except (ArgumentError, ValueError, ImportError) as exc:
+            raise StoreUnavailable(f"the store URL {_shown(url)} is not valid: {exc}") from None
+        shown = engine.url.render_as_string(hide_password=True)
         if engine.dialect.name == "sqlite":
+            path = engine.url.database
+            if not create and path and path != ":memory:" and not Path(path).exists():
+                raise StoreUnavailable(
+                    f"no store at {path} (store.url {shown}): run from the directory of the "
+                    "bot's store, or give its configuration with --config"
+                )
             event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine)
-        store.migrate()
+        try:
+            store.migrate()
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise StoreUnavailable(f"the store {shown} cannot be used: {why}") from None
         return store
 
     def migrate(self) -> None:

@@ -14,5 +14,3 @@ def store_url(cfg: StoreConfig) -> str:
     return (
         make_url(cfg.url).set(password=cfg.password.reveal()).render_as_string(hide_password=False)
     )
-
-

@@ -75,7 +75,10 @@ def test_missing_secret_names_key_and_variable() -> None:
     text = "slack:\n  bot_token: ${SLACK_BOT_TOKEN}\n  app_token: ${SLACK_APP_TOKEN}\n"
     issues = issues_of(text, env={"SLACK_APP_TOKEN": "xapp-1"})
     assert issues == [
-        ("slack.bot_token", "missing secret: environment variable SLACK_BOT_TOKEN is not set")
+        (
+            "slack.bot_token",
+            "environment variable SLACK_BOT_TOKEN is not set (the secret is read from it)",
+        )
     ]
 
 

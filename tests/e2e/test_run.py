@@ -185,3 +185,53 @@ def test_run_serves_the_slack_app_in_http_mode(tmp_path: Path, stack: Stack) -> 
             out = stop(proc)
     assert "slack app started in http mode" in out
     assert slack.token not in out and secret not in out
+
+
+def test_run_goes_on_without_slack_and_connects_when_slack_takes_its_token(
+    tmp_path: Path, stack: Stack
+) -> None:
+    """Issue 19, finding 4: Slack refusing the token at start-up (``invalid_auth`` from
+    ``auth.test``) used to end `paytriage run`. Now it runs, says why on /readyz, and
+    connects on a later attempt."""
+    from tests.support.slack_api import SlackApiServer
+
+    port, slack_port = free_port(), free_port()
+    with SlackApiServer() as slack:
+        slack.fail_next("auth.test", "invalid_auth", status=200, count=1)
+        cfg = tmp_path / "run.yaml"
+        cfg.write_text(
+            f"sources:\n  prometheus: {{url: '{stack.prometheus_url}', timeout: 2s, retries: 0}}\n"
+            f"  opensearch: {{hosts: ['{stack.opensearch_url}'], timeout: 2s, retries: 0}}\n"
+            f"slack: {{enabled: true, mode: http, bot_token: '${{SLACK_BOT_TOKEN}}', "
+            f"signing_secret: '${{SLACK_SIGNING_SECRET}}', base_url: '{slack.base_url}', "
+            f"http_port: {slack_port}}}\n"
+            f"server: {{port: {port}}}\n"
+            f"store: {{url: 'sqlite:///{tmp_path / 'paytriage.db'}'}}\n"
+            f"evidence: {{chart_dir: '{tmp_path / 'charts'}'}}\n"
+        )
+        env = {**os.environ, "SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": "s" * 32}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "paytriage.cli", "run", "--config", str(cfg)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            down = wait_for(f"{base}/readyz", 200, until=lambda b: "slack_app" in b)
+            link = down["slack_app"]
+            assert isinstance(link, dict)
+            if not link["connected"]:  # the first attempt was refused; said why
+                assert "invalid_auth" in str(link["error"])
+            up = wait_for(
+                f"{base}/readyz",
+                200,
+                timeout=30,
+                until=lambda b: bool(b["slack_app"]["connected"]),  # type: ignore[index]
+            )
+            assert up["slack_app"]["error"] is None  # type: ignore[index]
+        finally:
+            out = stop(proc)
+    assert "Slack is not reachable" in out and "Slack connected after 2 attempts" in out
+    assert slack.token not in out

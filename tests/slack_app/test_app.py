@@ -68,8 +68,6 @@ HOSTILE_TITLE = "Stripe <!channel> declines <https://evil.example|click here> & 
 # --- helpers ------------------------------------------------------------------------------
 
 
-
-
 # Postmortem exports of every test here, removed when the run ends.
 _EXPORTS = tempfile.TemporaryDirectory(prefix="postmortems-")
 
@@ -492,6 +490,32 @@ def test_a_refused_resolve_changes_nothing_and_is_audited(h: Harness) -> None:
         ("resolve", True),
     ]
     assert h.slack.spec_violations == []
+
+
+def test_acknowledging_is_guarded_and_the_silence_form_never_opens_for_who_may_not(
+    slack: SlackApiServer, store: Store, responses: ResponseUrls
+) -> None:
+    """Issue 19, finding 10: anyone could acknowledge (which also stops the PagerDuty
+    page's escalation), and the silence form opened for people refused only on submit."""
+    g = run_http(slack, store, responses, settings(acknowledge=[LEAD], silence=[LEAD]))
+    try:
+        inc = g.incident()
+        g.click(ids.SILENCE, inc, user=ANA, option="4h")
+        g.click(ids.ACK, inc, user=ANA)
+        said = wait_for(lambda: len(g.ephemeral_to(ANA)) == 2 and g.ephemeral_to(ANA))
+        assert any("slack.permissions.silence" in s for s in said)
+        assert any("slack.permissions.acknowledge" in s for s in said)
+        assert g.slack.opened_views == [] and g.store.silences() == []
+        stored = g.store.incident(inc.id)
+        assert stored is not None and stored.state is State.open
+        refused = {(a.action, a.allowed) for a in g.store.audit_log(inc.id)}
+        assert refused == {("silence", False), ("acknowledge", False)}
+        g.click(ids.ACK, inc, user=LEAD)
+        wait_for(lambda: (i := g.store.incident(inc.id)) and i.state is State.acknowledged)
+        g.click(ids.SILENCE, inc, user=LEAD, option="4h")
+        assert wait_for(lambda: g.slack.opened_views)[0]["callback_id"] == ids.SILENCE_MODAL
+    finally:
+        g.http.close()
 
 
 def test_silence_menu_escalate_postmortem_and_runbook(h: Harness) -> None:
@@ -1015,7 +1039,9 @@ def test_socket_mode_commands_buttons_and_mentions(
     ws = SocketModeServer()
     slack.socket_mode_url = ws.url
     client = WebClient(token=slack.token, base_url=slack.base_url, timeout=5)
-    app: App = create_slack_app(settings("socket", resolve=[LEAD]), store, client=client, clock=ticking())
+    app: App = create_slack_app(
+        settings("socket", resolve=[LEAD]), store, client=client, clock=ticking()
+    )
     handler = start_socket_mode(app, APP_TOKEN, block=False)
     try:
         assert ws.connected.wait(5)

@@ -77,7 +77,14 @@ class PagerDutyNotifier:
         if result.ok:
             return {"dedup_key": result.dedup_key}
         error = result.error or f"HTTP {result.status}"
-        raise SendFailure(error, retry_after=result.retry_after, permanent=not result.retryable)
+        # Unreachable or 5xx: PagerDuty is down, and the page waits for it, never given up.
+        down = result.retryable and result.status != 429
+        raise SendFailure(
+            error,
+            retry_after=result.retry_after,
+            permanent=not result.retryable,
+            unavailable=down,
+        )
 
     def _body(self, msg: OutboxMessage, inc: StoredIncident | None) -> dict[str, Any]:
         action = PAGE_ACTIONS.get(msg.kind)

@@ -26,5 +26,3 @@ def slack_router(slack: SlackConfig) -> Callable[[Incident], Channel | None]:
         return Channel.slack(slack.default_channel)
 
     return channel
-
-

@@ -3,10 +3,11 @@ chart and state changes in the thread.
 
 The outbox worker (``paytriage.notify.worker``) hands it the due ``slack:`` messages in
 order; it tells the worker which failures to retry (at Slack's ``Retry-After`` when rate
-limited) and which no retry can fix (``channel_not_found``, ``invalid_auth``...): those are
-given up and kept in the outbox with their error. The root message's channel and ``ts`` are
-stored the moment Slack answers,
-so a retried or replayed "opened" edits that message instead of posting a second one.
+limited), which no retry can fix (``channel_not_found``, ``invalid_blocks``...): those are
+given up and kept in the outbox with their error, and when Slack takes nothing at all
+(unreachable, 5xx, the token refused): those wait, however long it lasts. The root
+message's channel and ``ts`` are stored the moment Slack answers, so a retried or replayed
+"opened" edits that message instead of posting a second one.
 
 Thread replies that only bring news (a finding joining, severity raised) are rate-limited
 by ``thread_min_interval``, counted from the last one any replica sent (the outbox records
@@ -48,10 +49,6 @@ PERMANENT = frozenset(
         "channel_not_found",
         "not_in_channel",
         "is_archived",
-        "invalid_auth",
-        "not_authed",
-        "account_inactive",
-        "token_revoked",
         "missing_scope",
         "invalid_blocks",
         "invalid_arguments",
@@ -60,6 +57,13 @@ PERMANENT = frozenset(
         "cant_update_message",
         "edit_window_closed",
     }
+)
+
+
+# The workspace refuses the bot's token: no message can go through until it is replaced,
+# so they wait in the outbox rather than being given up one by one.
+REFUSED = frozenset(
+    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
 )
 
 
@@ -85,9 +89,11 @@ class SlackNotifier:
                 after = _retry_after(resp.headers)
                 after = 30 if after is None else after
                 raise SendFailure("ratelimited", retry_after=after) from exc
+            if error in REFUSED or resp.status_code >= 500:
+                raise SendFailure(error, unavailable=True) from exc
             raise SendFailure(error, permanent=error in PERMANENT) from exc
-        except (SlackClientError, OSError) as exc:
-            raise SendFailure(f"{type(exc).__name__}: {exc}") from exc
+        except (SlackClientError, OSError) as exc:  # unreachable: Slack, or the network, is down
+            raise SendFailure(f"{type(exc).__name__}: {exc}", unavailable=True) from exc
 
     def given_up(self, msg: OutboxMessage, error: str, now: datetime) -> None:
         """Kept in the outbox with its error (the bot's metrics count it)."""

@@ -138,8 +138,6 @@ def slack() -> Iterator[SlackApiServer]:
         yield server
 
 
-
-
 @pytest.fixture
 def setup(
     slack: SlackApiServer, tmp_path: Path
@@ -431,3 +429,45 @@ def test_news_in_a_thread_keeps_its_pace_across_a_change_of_leader(
     # five minutes after the last reply the thread hears of the next
     assert any("refund_sla" in t for t in join(T0 + 6 * M, "refund_sla", second))
     assert inc_id and slack.spec_violations == []
+
+
+def test_a_revoked_token_or_an_unreachable_slack_holds_messages_until_slack_answers(
+    slack: SlackApiServer, setup: tuple[IncidentPipeline, OutboxWorker, Clock, Store]
+) -> None:
+    """Issue 19, finding 4: a token refused or Slack away is not a message failing. Its
+    messages wait (past ``max_attempts``), the worker says why, and all go out after."""
+    pipeline, sender, clock, store = setup
+    for psp in ("stripe", "adyen"):
+        f = finding(title=f"Technical errors up at psp={psp}")
+        f = Finding(**{**f.__dict__, "dimensions": {"psp": psp}})
+        pipeline.step([Event("raised", f, T0)], [f], T0)
+    depth = store.outbox_depth()
+    attempts = sender.backoff.max_attempts + 3
+    slack.fail_next("chat.postMessage", "token_revoked", status=200, count=attempts)
+    for _ in range(attempts):
+        report = sender.drain()
+        assert report.given_up == [] and report.sent == []
+        assert len(report.retried) == 1  # the drain stops at the first: Slack takes nothing
+        assert sender.status()["ok"] is False and sender.status()["error"] == "token_revoked"
+        clock.now += timedelta(minutes=1)  # a receiver that is down is tried every minute
+    assert store.outbox_depth() == depth and slack.messages(CHANNEL) == []
+    for _ in range(depth):
+        sender.drain()
+    assert len(slack.messages(CHANNEL)) == 2 and sender.status()["ok"] is True
+
+
+def test_an_unreachable_slack_is_a_receiver_down_not_a_failed_message(
+    tmp_path: Path, setup: tuple[IncidentPipeline, OutboxWorker, Clock, Store]
+) -> None:
+    from tests.support.faults import closed_port_url
+
+    pipeline, _, clock, store = setup
+    client = WebClient(token="xoxb-1", base_url=f"{closed_port_url()}/api/", retry_handlers=[])
+    away = slack_worker(store, client, clock=clock)
+    f = finding()
+    pipeline.step([Event("raised", f, T0)], [f], T0)
+    for _ in range(away.backoff.max_attempts + 2):
+        report = away.drain()
+        assert report.retried and not report.given_up
+        clock.now += timedelta(minutes=1)
+    assert "Connection refused" in str(away.status()["error"])
