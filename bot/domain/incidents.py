@@ -96,7 +96,9 @@ class TimelineEntry:
 
 @dataclass
 class Incident:
-    """One problem as people see it: its first finding names it; later ones add to it."""
+    """One problem as people see it: its first finding names it (title, detector, the
+    figures it was paged with, which runbook applies); later ones add to it and are told
+    in the timeline, but never rename it."""
 
     id: str
     detector: str
@@ -111,6 +113,7 @@ class Incident:
     members: dict[MemberKey, Finding] = field(default_factory=dict)
     timeline: list[TimelineEntry] = field(default_factory=list)
     reopened: int = 0
+    first: Finding | None = None  # the finding it was opened (and paged) with, as it was
 
     @property
     def is_open(self) -> bool:
@@ -221,6 +224,7 @@ class Grouper:
             opened_at=at,
             onset=finding.onset,
             data_problem=data,
+            first=finding,
         )
         inc.timeline.append(TimelineEntry(at, TimelineKind.OPENED, f"opened: {finding.title}"))
         self.incidents.append(inc)
@@ -242,7 +246,10 @@ class Grouper:
         if inc is None or key not in inc.active:
             return None
         del inc.active[key]
-        what = f"{finding.detector} cleared: {finding.title}"
+        # Not the finding's latest title: a recovering slice's last reading may call the
+        # problem something else ("Issuer declines up" as a PSP outage ends).
+        where = ", ".join(f"{k}={v}" for k, v in finding.dimensions.items()) or "all payments"
+        what = f"{finding.detector} cleared on {where}: back within its expected range"
         inc.timeline.append(TimelineEntry(at, TimelineKind.CLEARED, what))
         if not inc.active:
             inc.resolved_at = at

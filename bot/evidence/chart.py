@@ -461,10 +461,12 @@ def chart_finding(
     denominator: str | None = None,
     *,
     span: timedelta = timedelta(hours=3),
+    detected: datetime | None = None,
 ) -> bytes:
     """A detector's ratio (``numerator / denominator``) or level (``numerator`` alone) for the
     finding's slice over ``span`` up to the finding, against the expected value and band it
-    was judged by, with its onset and detection time marked."""
+    was judged by, with its onset and detection time (``detected``, else the finding's own
+    time) marked."""
     key = label_key(finding.dimensions)
     upto = frame.index(finding.at)
     if denominator is None:
@@ -479,7 +481,7 @@ def chart_finding(
         low,
         high,
         finding.onset,
-        finding.at,
+        detected or finding.at,
         finding.title,
         finding.unit,
     )

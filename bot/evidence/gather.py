@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -270,7 +270,7 @@ class EvidenceGatherer:
                     dimensions=inc.dimensions,
                 )
             )
-        chart = self._chart(inc.detector, lead, (frames or {}).get(inc.detector))
+        chart = self._chart(inc, lead, (frames or {}).get(inc.detector))
         ev = Evidence(
             gathered_at=at,
             window=(start, end),
@@ -311,15 +311,35 @@ class EvidenceGatherer:
             baseline_offset=self.config.baseline_offset,
         )
 
-    def _chart(self, detector: str, lead: Finding, frame: Frame | None) -> bytes | None:
+    def _chart(self, inc: Incident, lead: Finding, frame: Frame | None) -> bytes | None:
+        """The incident's chart, titled as it was paged, with the expected value and band
+        it was paged against (a refresh's band, learnt during the incident, can swallow the
+        spike) and its real detection time; the data run up to now."""
+        detector = inc.detector
         declared = REGISTRY.get(detector)
         spec = declared.chart if declared is not None else None
         if spec is None or frame is None or spec.signal not in frame.data:
             return None
         if not 0 <= frame.index(lead.at) < frame.n:
             return None
+        first = inc.first
+        judged = first if first is not None and MemberKey.of(first) == MemberKey.of(lead) else lead
+        shown = replace(
+            lead,
+            title=inc.title,
+            onset=inc.onset or lead.onset,
+            expected=judged.expected,
+            band=judged.band,
+        )
         try:
-            return chart_finding(frame, lead, spec.signal, spec.per, span=self.config.chart_span)
+            return chart_finding(
+                frame,
+                shown,
+                spec.signal,
+                spec.per,
+                span=self.config.chart_span,
+                detected=inc.opened_at,
+            )
         except (ValueError, KeyError) as exc:  # a chart is never worth losing the evidence
             log.warning("chart for %s could not be drawn: %s", detector, exc)
             return None

@@ -102,6 +102,7 @@ class IncidentPipeline:
         self._timeline_done: dict[str, int] = {}
         self._refreshed: dict[str, datetime] = {}
         self._gathers: dict[str, int] = {}
+        self._pinned: dict[str, tuple[str | None, RunbookSection]] = {}  # the runbook paged with
         self._restored: dict[MemberKey, tuple[Finding, datetime]] = {}
 
     # -- restart ----------------------------------------------------------------------------
@@ -114,6 +115,8 @@ class IncidentPipeline:
             self.grouper.adopt(inc)
             self._timeline_done[inc.id] = len(inc.timeline)
             self._gathers[inc.id] = row.evidence.version
+            if row.evidence.runbook is not None:
+                self._pinned[inc.id] = (row.runbook, row.evidence.runbook)
             if row.evidence.gathered_at is not None:
                 self._refreshed[inc.id] = row.evidence.gathered_at
             for key, f in inc.active.items():
@@ -190,7 +193,7 @@ class IncidentPipeline:
             if inc.is_open and inc.id not in touched and last and at - last >= self.refresh_every:
                 note(inc, Change.REFRESHED)
         for gone in self.grouper.prune(at):
-            for d in (self._timeline_done, self._refreshed, self._gathers):
+            for d in (self._timeline_done, self._refreshed, self._gathers, self._pinned):
                 d.pop(gone.id, None)
         silences = self.store.silences(at) if touched else []
         for inc in touched.values():
@@ -221,8 +224,8 @@ class IncidentPipeline:
         if inc.is_open and GATHERS & set(changes):
             evidence = self._evidence(inc, at, active, frames)
             self._refreshed[inc.id] = at
-        if evidence is not None or {Change.OPENED, Change.REOPENED, Change.JOINED} & set(changes):
-            runbook = self._runbook(inc)  # pure and cheap: kept with every evidence version
+        if evidence is not None or Change.OPENED in changes:
+            runbook = self._runbook(inc)  # chosen once, kept with every evidence version
             if evidence is not None:
                 evidence = replace(evidence, runbook=runbook[1])
 
@@ -234,7 +237,7 @@ class IncidentPipeline:
                 tx.timeline(inc.id, Entry(t.at, t.kind, t.by, t.what))
             if evidence is not None:
                 tx.set_evidence(inc.id, evidence)
-            if runbook is not None:
+            if runbook is not None and Change.OPENED in changes:
                 tx.set_runbook(inc.id, runbook[0])
             kinds: set[Kind] = set()
             for change in changes:
@@ -319,7 +322,16 @@ class IncidentPipeline:
         return ev
 
     def _runbook(self, inc: Incident) -> tuple[str | None, RunbookSection]:
-        lead = lead_finding(inc)
+        """The runbook the incident was paged with, matched once on the finding that opened
+        it: later findings (a recovering slice reads as issuer declines as a PSP outage
+        ends; another detector joins) never swap it. After a restart it is the stored one."""
+        pinned = self._pinned.get(inc.id)
+        if pinned is None:
+            pinned = self._pinned[inc.id] = self._match_runbook(inc)
+        return pinned
+
+    def _match_runbook(self, inc: Incident) -> tuple[str | None, RunbookSection]:
+        lead = inc.first or lead_finding(inc)
         details = dict(lead.details)
         if inc.data_problem:
             details.setdefault("kind", "data_problem")

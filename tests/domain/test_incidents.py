@@ -86,7 +86,7 @@ def test_a_relapse_within_the_window_reopens_and_later_one_opens_anew() -> None:
     assert again is first and first.is_open and first.reopened == 1
     assert [e.what.split(":")[0] for e in first.timeline] == [
         "opened",
-        "decline_spike cleared",
+        "decline_spike cleared on psp=stripe",
         "resolved",
         "re-opened",
     ]

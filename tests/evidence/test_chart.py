@@ -304,3 +304,48 @@ def test_a_finding_is_charted_from_its_frame() -> None:
         span=timedelta(hours=2),
     )
     assert later != png
+
+
+def test_a_refreshed_chart_keeps_the_incidents_title_band_and_detection_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 20, finding 1: refreshed charts were titled after the latest reading, drew the
+    band learnt during the incident (0-83 %, swallowing the spike) and marked the refresh
+    as "detected"."""
+    from paytriage.config.models import EvidenceConfig
+    from paytriage.domain.incidents import Grouper
+    from paytriage.evidence import gather
+
+    drawn: list[tuple[Finding, datetime | None]] = []
+
+    def capture(
+        frame: Frame, f: Finding, *_: object, detected: datetime | None = None, **__: object
+    ) -> bytes:
+        drawn.append((f, detected))
+        return b"png"
+
+    monkeypatch.setattr(gather, "chart_finding", capture)
+    paged = Finding(
+        "decline_spike", Severity.critical, {"psp": "stripe"}, "Technical errors up at psp=stripe",
+        0.31, 0.04, (0.03, 0.05), T0 + timedelta(minutes=120), T0 + timedelta(minutes=124),
+        unit="ratio",
+    )  # fmt: skip
+    g = Grouper(timedelta(minutes=15), timedelta(hours=2))
+    inc = g.raised(paged, paged.at)
+    later = Finding(
+        **{
+            **paged.__dict__,
+            "title": "Issuer declines up at psp=stripe",
+            "expected": 0.3,
+            "band": (0.0, 0.83),
+            "at": T0 + timedelta(minutes=150),
+        }
+    )
+    g.updated(later)
+    gatherer = gather.EvidenceGatherer(None, None, EvidenceConfig())  # type: ignore[arg-type]
+    assert gatherer._chart(inc, later, frame_with_history()) == b"png"
+    [(shown, detected)] = drawn
+    assert shown.title == "Technical errors up at psp=stripe"
+    assert (shown.expected, shown.band) == (0.04, (0.03, 0.05))
+    assert shown.at == later.at  # the data run up to now
+    assert detected == paged.at

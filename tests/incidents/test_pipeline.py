@@ -4,10 +4,10 @@ picks up, and that failing evidence never loses an incident."""
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import datetime, time
 from pathlib import Path
 
-from paytriage.domain.findings import Severity
+from paytriage.domain.findings import Finding, Severity
 from paytriage.domain.lifecycle import Action, Maintenance, Silence, State
 from paytriage.store import Store
 from tests.support.factories import T0, M, cleared, raised
@@ -200,3 +200,39 @@ def test_resolved_incidents_are_forgotten_once_they_can_no_longer_reopen(store: 
     assert p.grouper.incidents == []
     late = finding("webhook_lag", T0 + 200 * M, psp="adyen")
     assert len(p.step([raised(late)], [late], T0 + 200 * M).ids("opened")) == 1
+
+
+def test_an_incident_keeps_the_title_and_runbook_it_was_paged_with(store: Store) -> None:
+    """Issue 20, finding 1: a PSP outage paged as "Technical errors up" with the psp-outage
+    runbook ended stored with the issuer-decline runbook, because the recovering slice's
+    last reading (issuer declines) replaced the first. Identity is kept; later readings
+    are timeline events, and a restart keeps it too."""
+    from tests.support import factories
+
+    def reading(at: datetime, cause: str, title: str) -> Finding:
+        return factories.finding(
+            "decline_spike",
+            at=at,
+            dimensions={"psp": "stripe"},
+            title=title,
+            details={"cause": cause},
+        )
+
+    p = pipeline(store, refresh_every=5 * M)
+    paged = reading(T0, "technical", "Technical errors up at psp=stripe")
+    [inc_id] = p.step([raised(paged)], [paged], T0).ids("opened")
+    late = reading(T0 + 20 * M, "issuer", "Issuer declines up at psp=stripe: 10.3 %")
+    p.step([], [late], T0 + 20 * M)  # refreshed: evidence gathered anew
+    other = factories.finding("capture_failures", at=T0 + 21 * M, dimensions={"psp": "stripe"})
+    p.step([raised(other)], [late, other], T0 + 21 * M)  # another detector joins
+    again = pipeline(store, refresh_every=5 * M)  # a restart
+    again.restore(T0 + 22 * M)
+    again.step([], [late, other], T0 + 30 * M)
+    again.step([cleared(late, T0 + 31 * M), cleared(other, T0 + 31 * M)], [], T0 + 31 * M)
+    stored = store.incident(inc_id)
+    assert stored is not None and stored.state is State.resolved
+    assert stored.title == "Technical errors up at psp=stripe"
+    assert stored.runbook == "psp-outage"
+    assert stored.evidence.runbook is not None and stored.evidence.runbook.id == "psp-outage"
+    assert stored.evidence.version >= 3  # it was refreshed, and kept the runbook each time
+    assert not any("Issuer" in e.text for e in store.timeline(inc_id))
