@@ -528,9 +528,78 @@ def demo(
     )
 
 
+def _store(settings: Settings) -> Any:
+    """The bot's store, as configured; never created here (a command that reads must not
+    leave an empty store where it was run). Says which store it read."""
+    from paytriage.store import Store
+    from paytriage.store.url import store_url
+
+    store = Store.open(store_url(settings.store), create=False)
+    typer.echo(f"store: {store.engine.url.render_as_string(hide_password=True)}", err=True)
+    return store
+
+
+def _incident_arg(store: Any, ref: str) -> Any:
+    found = store.find(ref)
+    if found is None:
+        from paytriage.store.store import INCIDENT_KEY, INCIDENT_NUMBER
+
+        if not (INCIDENT_NUMBER.fullmatch(ref.strip()) or INCIDENT_KEY.fullmatch(ref.lower())):
+            raise typer.BadParameter(
+                f"{ref!r} is not an incident (INC-42, or its key inc-…)", param_hint="INCIDENT"
+            )
+        typer.echo(f"no incident {ref} in the store", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    return found
+
+
+IncidentArg = Annotated[str, typer.Argument(help="The incident: INC-42 (or its key inc-…).")]
+
+
+@app.command()
+def incidents(
+    config: ConfigOpt = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only those not resolved.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 50,
+) -> None:
+    """List the incidents in the store, newest first: number, state, severity, when it
+    opened, where, and its title."""
+    store = _store(_load(config, secrets_for=("store",)))
+    try:
+        rows = store.incidents(open_only=open_only, limit=limit)
+    finally:
+        store.close()
+    if not rows:
+        typer.echo("no open incidents" if open_only else "no incidents")
+        return
+    for inc in rows:
+        where = ", ".join(f"{k}={v}" for k, v in inc.dimensions.items()) or "all payments"
+        typer.echo(
+            f"{inc.ref:<9} {inc.state.value:<12} {inc.severity.value:<8} "
+            f"{inc.opened_at:%Y-%m-%d %H:%MZ}  {inc.detector} {where}: {inc.title}"
+        )
+
+
+@app.command()
+def summary(incident: IncidentArg, config: ConfigOpt = None) -> None:
+    """The incident commander's summary of an incident (what `/triage summary` answers in
+    Slack): state, impact, what the evidence says, timeline, who is involved, next steps."""
+    from paytriage.reports.summary import build_summary
+
+    store = _store(_load(config, secrets_for=("store",)))
+    try:
+        inc = _incident_arg(store, incident)
+        s = build_summary(
+            inc, store.timeline(inc.id), store.audit_log(inc.id), [], datetime.now(UTC)
+        )
+    finally:
+        store.close()
+    typer.echo(s.terminal())
+
+
 @app.command()
 def postmortem(
-    incident: Annotated[str, typer.Argument(help="The incident id (inc-…).")],
+    incident: IncidentArg,
     config: ConfigOpt = None,
     template: Annotated[
         Path | None,
@@ -546,34 +615,46 @@ def postmortem(
     export: Annotated[
         bool, typer.Option("--export", help="Write the approved version (to --out or export_dir).")
     ] = False,
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Approve the latest version (as in Slack).")
+    ] = False,
+    request_changes: Annotated[
+        str | None,
+        typer.Option("--request-changes", help="Ask for changes to the latest version: why."),
+    ] = None,
 ) -> None:
     """Draft an incident's postmortem from the store (a new version), store an edited draft
-    (--from), or export the approved one (--export)."""
-    import re
+    (--from), review the latest version (--approve, --request-changes) or export the
+    approved one (--export)."""
+    import getpass
 
     from paytriage.reports.postmortem import PostmortemError, export_postmortem, render_postmortem
-    from paytriage.store import Store
-    from paytriage.store.url import store_url
 
-    if not re.fullmatch(r"inc-[0-9a-f]{12}", incident):
-        raise typer.BadParameter(
-            f"{incident!r} is not an incident id (inc-…)", param_hint="INCIDENT"
-        )
+    chosen = sum([export, from_file is not None, approve, request_changes is not None])
+    if chosen > 1:
+        raise typer.BadParameter("give one of --from, --approve, --request-changes, --export")
     settings = _load(config, secrets_for=("store",))
-    store = Store.open(store_url(settings.store), create=False)
-    shown = store.engine.url.render_as_string(hide_password=True)
-    typer.echo(f"store: {shown}", err=True)
+    store = _store(settings)
     try:
-        inc = store.incident(incident)
-        if inc is None:
-            typer.echo(f"no incident {incident} in the store", err=True)
-            raise typer.Exit(1)
+        inc = _incident_arg(store, incident)
         now = datetime.now(UTC)
+        if approve or request_changes is not None:
+            versions = store.postmortems(inc.id)
+            if not versions:
+                typer.echo(f"{inc.ref} has no postmortem draft yet", err=True)
+                raise typer.Exit(EXIT_FAILED)
+            status = "approved" if approve else "changes_requested"
+            reviewed = store.review_postmortem(
+                inc.id, versions[-1].version, status, f"cli:{getpass.getuser()}", now,
+                note=request_changes or "",
+            )  # fmt: skip
+            typer.echo(f"{inc.ref}: postmortem version {reviewed.version} {reviewed.status}")
+            return
         if export:
-            approved = [p for p in store.postmortems(incident) if p.status == "approved"]
+            approved = [p for p in store.postmortems(inc.id) if p.status == "approved"]
             if not approved:
-                typer.echo(f"{incident} has no approved postmortem yet", err=True)
-                raise typer.Exit(1)
+                typer.echo(f"{inc.ref} has no approved postmortem yet", err=True)
+                raise typer.Exit(EXIT_FAILED)
             if out is not None:
                 out.write_text(approved[-1].body, encoding="utf-8")
                 path = out
@@ -584,23 +665,21 @@ def postmortem(
         if from_file is not None:
             body = _read_file(from_file, lambda p: p.read_text(encoding="utf-8"), "--from")
             assert body is not None
-            pm = store.add_postmortem(incident, body, "cli", now)
-            typer.echo(
-                f"Stored {from_file} as version {pm.version} of the postmortem of {incident}"
-            )
+            pm = store.add_postmortem(inc.id, body, "cli", now)
+            typer.echo(f"Stored {from_file} as version {pm.version} of the postmortem of {inc.ref}")
             return
         try:
             body = render_postmortem(
                 inc,
-                store.timeline(incident),
-                store.audit_log(incident),
+                store.timeline(inc.id),
+                store.audit_log(inc.id),
                 now,
                 template=template or Path(settings.postmortem.template),
             )
         except PostmortemError as exc:
             typer.echo(str(exc), err=True)
-            raise typer.Exit(1) from None
-        pm = store.add_postmortem(incident, body, "cli", now)
+            raise typer.Exit(EXIT_FAILED) from None
+        pm = store.add_postmortem(inc.id, body, "cli", now)
         if out is not None:
             out.write_text(pm.body, encoding="utf-8")
             typer.echo(f"Wrote {out} (version {pm.version}, draft)")

@@ -141,7 +141,6 @@ def test_redact_masks_what_the_bot_would_never_show() -> None:
 
 
 def test_postmortem_draft_edit_and_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from datetime import UTC, datetime
 
     from paytriage.store import Store
     from tests.support.factories import raised
@@ -167,12 +166,48 @@ def test_postmortem_draft_edit_and_export(tmp_path: Path, monkeypatch: pytest.Mo
     assert res.exit_code == 0 and "as version 2" in res.output
     res = runner.invoke(app, ["postmortem", inc, "-c", str(cfg), "--export"])
     assert res.exit_code == 1 and "no approved postmortem" in res.output
-    store.review_postmortem(inc, 2, "approved", "slack:U0LEAD0001", datetime.now(UTC))
+    # Reviewed without Slack, by its short name, as people type it.
+    res = runner.invoke(app, ["postmortem", "inc-1", "-c", str(cfg), "--request-changes", "why?"])
+    assert res.exit_code == 0 and "INC-1: postmortem version 2 changes_requested" in res.output
+    res = runner.invoke(app, ["postmortem", "INC-1", "-c", str(cfg), "--from", str(edited)])
+    assert res.exit_code == 0 and "as version 3" in res.output
+    res = runner.invoke(app, ["postmortem", "INC-1", "-c", str(cfg), "--approve"])
+    assert res.exit_code == 0 and "version 3 approved" in res.output
+    [audit] = [a for a in store.audit_log(inc) if a.action == "postmortem.changes_requested"]
+    assert audit.actor.startswith("cli:") and audit.data["note"] == "why?"
     res = runner.invoke(app, ["postmortem", inc, "-c", str(cfg), "--export"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "out" / f"{inc}-v2.md").read_text() == edited.read_text()
+    assert (tmp_path / "out" / f"{inc}-v3.md").read_text() == edited.read_text()
     bad = runner.invoke(app, ["postmortem", "inc-nothex", "-c", str(cfg)])
-    assert bad.exit_code == 2 and "not an incident id" in bad.output
+    assert bad.exit_code == 2 and "not an incident" in bad.output
+    res = runner.invoke(app, ["postmortem", "INC-7", "-c", str(cfg)])
+    assert res.exit_code == 1 and "no incident INC-7" in res.output
+
+
+def test_incidents_and_summary_without_slack(tmp_path: Path) -> None:
+    from paytriage.store import Store
+    from tests.support.factories import raised
+    from tests.support.pipeline import finding as make_finding
+    from tests.support.pipeline import pipeline
+
+    db = tmp_path / "p.db"
+    store = Store.open(f"sqlite:///{db}")
+    p = pipeline(store)
+    a = make_finding("decline_spike", psp="stripe")
+    b = make_finding("webhook_lag", psp="adyen")
+    p.step([raised(a), raised(b)], [a, b], a.at)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"slack: {{enabled: false}}\nstore: {{url: 'sqlite:///{db}'}}\n")
+    res = runner.invoke(app, ["incidents", "--open", "-c", str(cfg)])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("INC-")]
+    assert len(lines) == 2 and any("psp=stripe" in x for x in lines)
+    assert all(" open " in x for x in lines)
+    res = runner.invoke(app, ["summary", "INC-1", "-c", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert "Summary:" in res.output and "INC-1" in res.output and "Timeline" in res.output
+    assert "&lt;" not in res.output and "&gt;" not in res.output  # Slack's escapes undone
+    assert "*Summary" not in res.output and "*Timeline*" not in res.output  # no bold marks
 
 
 def test_the_demo_plays_one_to_six_hours_and_says_so_otherwise(tmp_path: Path) -> None:

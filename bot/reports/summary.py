@@ -9,6 +9,7 @@ is redacted and mrkdwn-escaped.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,20 @@ class Summary:
 
     def block_dicts(self) -> list[dict[str, Any]]:
         return [b.to_dict() for b in self.blocks]
+
+    def terminal(self) -> str:
+        """The summary as plain text for a terminal: each block's text, Slack's escapes
+        undone, bold markers and user mentions (``<@U1>`` -> ``@U1``) made plain."""
+        parts: list[str] = []
+        for block in self.block_dicts():
+            texts = [block.get("text") or {}, *(block.get("elements") or [])]
+            for t in texts:
+                if isinstance(t, dict) and isinstance(t.get("text"), str):
+                    parts.append(t["text"])
+        text = "\n\n".join(parts)
+        text = re.sub(r"<@([A-Z0-9]+)>", r"@\1", text)
+        text = re.sub(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])", r"\1", text)
+        return html.unescape(text)
 
 
 def _who(actor: str) -> str:
@@ -147,7 +162,7 @@ def build_summary(
         SectionBlock(text=MarkdownTextObject(text=cut(f"*Summary: {mrkdwn(head)}*", 3000)))
     ]
     facts = [
-        f"*State:* {mrkdwn(state)} · *Where:* {mrkdwn(where(inc.dimensions))} · `{inc.id}`",
+        f"*State:* {mrkdwn(state)} · *Where:* {mrkdwn(where(inc.dimensions))} · `{inc.ref}`",
         f"*Acknowledged:* {_who(inc.acknowledged_by) if inc.acknowledged_by else 'not yet'}",
     ]
     sections = evidence_lines(ev)

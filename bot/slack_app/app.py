@@ -442,7 +442,7 @@ class Handlers:
         """The incident a command is about: named, the thread's, or the channel's only open
         one; else a short text saying which ids to choose from."""
         if explicit is not None:
-            inc = self.store.incident(explicit)
+            inc = self.store.find(explicit)
             if inc is None:
                 return (
                     f"I know no incident `{safe(explicit, 40)}`. "
@@ -460,7 +460,7 @@ class Handlers:
             return here[0]
         choices = here or open_now
         if not choices:
-            return "There are no open incidents. Name one with its id (`inc-…`) to act on it."
+            return "There are no open incidents. Name one (`INC-…`) to act on it."
         listed = ", ".join(f"`{safe(i.id, 20)}`" for i in choices[:5])
         more = f" and {len(choices) - 5} more" if len(choices) > 5 else ""
         return f"Which incident? Give its id (or ask in its thread). Open: {listed}{more}."

@@ -36,7 +36,8 @@ from datetime import timedelta
 from paytriage.core.types import parse_duration
 from paytriage.notify.slack.text import escape, plain
 
-INCIDENT_ID = re.compile(r"^inc-[0-9a-f]{12}$")
+INCIDENT_ID = re.compile(r"^inc-[0-9a-f]{12}$")  # the key buttons carry
+INCIDENT_REF = re.compile(r"^inc-(?:[0-9a-f]{12}|[1-9][0-9]{0,8})$")  # INC-42, or the key
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+\-]{0,63}$")
 ALL_DETECTORS = "*"
@@ -48,11 +49,11 @@ MAX_NOTE = 500  # reasons and notes are cut here
 
 USAGE: Mapping[str, str] = {
     "status": "status",
-    "summary": "summary [inc-…]",
-    "ack": "ack [inc-…]",
-    "resolve": "resolve [inc-…] [note]",
-    "postmortem": "postmortem [inc-…]",
-    "silence": "silence [inc-… | <detector> [label=value …]] <30m|1h|4h|until-resolved> [reason]",
+    "summary": "summary [INC-…]",
+    "ack": "ack [INC-…]",
+    "resolve": "resolve [INC-…] [note]",
+    "postmortem": "postmortem [INC-…]",
+    "silence": "silence [INC-… | <detector> [label=value …]] <30m|1h|4h|until-resolved> [reason]",
     "help": "help [command]",
 }
 ALIASES = {"acknowledge": "ack", "?": "help"}
@@ -124,10 +125,11 @@ def _show(token: str) -> str:
 
 
 def _incident_id(token: str) -> str:
+    """An incident as typed: ``INC-42`` (any case) or its key; the store finds it."""
     low = token.lower()
-    if not INCIDENT_ID.fullmatch(low):
-        raise _Bad(f"{_show(token)} is not an incident id (inc- and 12 hex digits)")
-    return low
+    if not INCIDENT_REF.fullmatch(low):
+        raise _Bad(f"{_show(token)} is not an incident (INC- and its number, like INC-42)")
+    return low if INCIDENT_ID.fullmatch(low) else low.upper()
 
 
 def _looks_like_id(token: str) -> bool:

@@ -164,7 +164,7 @@ class Operations:
         if inc is None:
             return self._unknown(incident_id)
         now = self.clock()
-        iid = f"`{safe(inc.id, 20)}`"
+        iid = f"`{safe(inc.ref, 20)}`"
         if inc.state is State.resolved:
             when = f" at {clock_time(inc.resolved_at, self.tz, now)}" if inc.resolved_at else ""
             return Outcome(False, f"{iid} is already resolved{when}; nothing to {verb}.", None, inc)
@@ -229,7 +229,7 @@ class Operations:
         after = self.store.incident(inc.id)
         said = f": {safe(note, 500)}" if note else ""
         icon = ":eyes:" if action is Action.acknowledge else ":white_check_mark:"
-        iid = f"`{safe(inc.id, 20)}`"
+        iid = f"`{safe(inc.ref, 20)}`"
         return Outcome(
             True,
             f"You {change} {iid}: {safe(inc.title, 300)}.",
@@ -261,7 +261,7 @@ class Operations:
         refused = self._refused(user_id, "silence", inc.id, at, via)
         if refused is not None:
             return refused
-        iid = f"`{safe(inc.id, 20)}`"
+        iid = f"`{safe(inc.ref, 20)}`"
         if inc.state is State.resolved:
             return Outcome(False, f"{iid} is already resolved; nothing to silence.", None, inc)
         expires = None if duration is None else at + duration
@@ -380,7 +380,7 @@ class Operations:
         refused = self._refused(user_id, "escalate", inc.id, at, via)
         if refused is not None:
             return refused
-        iid = f"`{safe(inc.id, 20)}`"
+        iid = f"`{safe(inc.ref, 20)}`"
         if not self.pagerduty_enabled:
             return Outcome(
                 False,
@@ -431,7 +431,7 @@ class Operations:
         pm = self.store.add_postmortem(inc.id, body, author, at)
         return Outcome(
             True,
-            f"Draft v{pm.version} of the postmortem of `{safe(inc.id, 20)}` is in the "
+            f"Draft v{pm.version} of the postmortem of `{safe(inc.ref, 20)}` is in the "
             "incident's thread for review.",
             None,
             inc,

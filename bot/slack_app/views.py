@@ -106,7 +106,7 @@ def dims_text(dimensions: Mapping[str, str]) -> str:
 
 def incident_line(inc: StoredIncident, now: datetime, tz: tzinfo) -> str:
     return (
-        f"• `{safe(inc.id, 20)}` *{safe(inc.severity.value, 10)}* {safe(inc.title, 300)} "
+        f"• `{safe(inc.ref, 20)}` *{safe(inc.severity.value, 10)}* {safe(inc.title, 300)} "
         f"({safe(dims_text(inc.dimensions), 200)}): {state_text(inc, now, tz)}"
     )
 
@@ -122,7 +122,7 @@ def status_message(
     blocks = pack(
         [incident_line(i, now, tz) for i in incidents], MESSAGE_BLOCKS - 1, title, "incidents"
     )
-    blocks.append(context(f"`{command} summary inc-…` for one of them"))
+    blocks.append(context(f"`{command} summary INC-…` for one of them"))
     return Message(f"{n} open incident(s)", blocks)
 
 

@@ -21,6 +21,7 @@ class IncidentRow(Base):
     __tablename__ = "incidents"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    number: Mapped[int | None] = mapped_column(Integer)  # INC-<number>, in order of opening
     detector: Mapped[str] = mapped_column(String(64))
     dimensions: Mapped[dict[str, Any]]
     title: Mapped[str] = mapped_column(Text)
@@ -43,7 +44,10 @@ class IncidentRow(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy reads it)
-    __table_args__ = (Index("ix_incidents_slack_thread", "slack_ts", "slack_channel"),)
+    __table_args__ = (
+        Index("ix_incidents_slack_thread", "slack_ts", "slack_channel"),
+        Index("ux_incidents_number", "number", unique=True),
+    )
 
 
 class TimelineRow(Base):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event, or_, select, update
+from sqlalchemy import Engine, create_engine, event, func, or_, select, update
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -130,6 +131,15 @@ def finding_from_dict(d: Mapping[str, Any]) -> Finding:
     )
 
 
+INCIDENT_KEY = re.compile(r"^inc-[0-9a-f]{12}$")  # the stable key (idempotency, buttons)
+INCIDENT_NUMBER = re.compile(r"^inc-([1-9][0-9]{0,8})$", re.IGNORECASE)  # what people type
+
+
+def incident_ref(number: int | None, key: str) -> str:
+    """How people name an incident: ``INC-42``, or its key before it had a number."""
+    return f"INC-{number}" if number is not None else key
+
+
 @dataclass(frozen=True)
 class StoredIncident:
     id: str
@@ -152,11 +162,18 @@ class StoredIncident:
     runbook: str | None
     slack_channel: str | None
     slack_ts: str | None
+    number: int | None = None
+
+    @property
+    def ref(self) -> str:
+        """``INC-42``: the short name people say, type and read."""
+        return incident_ref(self.number, self.id)
 
     @classmethod
     def of(cls, r: IncidentRow) -> StoredIncident:
         return cls(
             id=r.id,
+            number=r.number,
             detector=r.detector,
             dimensions=dict(r.dimensions),
             title=r.title,
@@ -310,8 +327,10 @@ class Tx:
             for k, f in inc.members.items()
         }
         if row is None:
+            last = self.s.scalar(select(func.max(IncidentRow.number)))
             row = IncidentRow(
                 id=inc.id,
+                number=(last or 0) + 1,
                 detector=inc.detector,
                 dimensions=_clean(inc.dimensions),
                 title=_text(inc.title),
@@ -527,6 +546,19 @@ class Store:
         with self._sessions() as s:
             row = s.get(IncidentRow, incident_id)
             return None if row is None else StoredIncident.of(row)
+
+    def find(self, ref: str) -> StoredIncident | None:
+        """The incident a person named: ``INC-42`` (any case) or its key ``inc-<hex>``."""
+        text = ref.strip()
+        m = INCIDENT_NUMBER.fullmatch(text)
+        if m is not None:
+            with self._sessions() as s:
+                row = s.scalars(
+                    select(IncidentRow).where(IncidentRow.number == int(m.group(1)))
+                ).first()
+                return None if row is None else StoredIncident.of(row)
+        key = text.lower()
+        return self.incident(key) if INCIDENT_KEY.fullmatch(key) else None
 
     def incidents(self, *, open_only: bool = False, limit: int = 100) -> list[StoredIncident]:
         with self._sessions() as s:

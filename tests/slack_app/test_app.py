@@ -576,7 +576,7 @@ def test_a_failed_thread_post_falls_back_to_a_private_answer(h: Harness) -> None
     h.slack.fail_next("chat.postMessage", status=429, retry_after=1)
     h.click(ids.ACK, inc, user=ANA)
     [said] = wait_for(lambda: h.ephemeral_to(ANA))
-    assert said.startswith(f"You acknowledged `{inc.id}`")
+    assert said.startswith(f"You acknowledged `{inc.ref}`")
     stored = h.store.incident(inc.id)
     assert stored is not None and stored.state is State.acknowledged
     assert len(h.outbox()) == 1  # the root message is still updated by the sender
@@ -656,9 +656,10 @@ def test_every_slash_subcommand_answers_within_the_deadline(h: Harness) -> None:
     ack, name = h.command("status")
     assert ack == {}
     status = text_of(h.reply(name))
-    assert "2 open incidents" in status and inc.id in status and other.id in status
+    assert "2 open incidents" in status and inc.ref in status and other.ref in status
+    assert inc.ref == "INC-1" and other.ref == "INC-2"  # numbered in the order they opened
 
-    _, name = h.command(f"summary {inc.id}")
+    _, name = h.command(f"summary {inc.ref.lower()}")  # as people type it
     summary = text_of(h.reply(name))
     assert (
         "31 % failures" in summary
@@ -670,7 +671,7 @@ def test_every_slash_subcommand_answers_within_the_deadline(h: Harness) -> None:
     assert "Which incident?" in h.reply(name)["text"]
 
     _, name = h.command(f"ack {inc.id}")
-    assert h.reply(name)["text"].startswith(f"You acknowledged `{inc.id}`")
+    assert h.reply(name)["text"].startswith(f"You acknowledged `{inc.ref}`")
     assert wait_for(lambda: h.thread(inc)) == [f":eyes: <@{ANA}> acknowledged this incident."]
 
     _, name = h.command(f"silence {other.id} 30m flapping <!here>")
@@ -686,13 +687,13 @@ def test_every_slash_subcommand_answers_within_the_deadline(h: Harness) -> None:
     _, name = h.command(f"resolve {inc.id} rolled back", user=ANA)  # not permitted
     assert "Sorry" in h.reply(name)["text"]
     _, name = h.command(f"resolve {inc.id} rolled back", user=LEAD)
-    assert h.reply(name)["text"].startswith(f"You resolved `{inc.id}`")
+    assert h.reply(name)["text"].startswith(f"You resolved `{inc.ref}`")
 
     _, name = h.command("ack inc-000000000000")
     assert "I know no incident `inc-000000000000`" in h.reply(name)["text"]
 
     _, name = h.command("ack")  # one open incident left in the channel: implied
-    assert "You acknowledged" in h.reply(name)["text"] and other.id in h.reply(name)["text"]
+    assert "You acknowledged" in h.reply(name)["text"] and other.ref in h.reply(name)["text"]
 
     assert max(h.timings) < ACK_LIMIT, h.timings
     assert [(a.action, a.allowed) for a in h.store.audit_log(inc.id)] == [
@@ -1076,7 +1077,7 @@ def test_socket_mode_commands_buttons_and_mentions(
         )
         assert ws.ack_of(env).get("payload") in (None, {})
         assert wait_for(lambda: responses.to("s2"))[0]["text"].startswith(
-            f"You acknowledged `{inc.id}`"
+            f"You acknowledged `{inc.ref}`"
         )
         assert wait_for(lambda: store.audit_log(inc.id))[0].actor == f"slack:{ANA}"
 

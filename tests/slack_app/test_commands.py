@@ -81,10 +81,10 @@ def test_silence_forms() -> None:
     [
         ("frobnicate", None, "unknown command 'frobnicate'"),
         ("status now", "status", "status takes no arguments"),
-        ("summary inc-123", "summary", "'inc-123' is not an incident id"),
+        ("summary inc-0123", "summary", "'inc-0123' is not an incident"),
         (f"summary {INC} {INC}", "summary", "at most one incident id"),
-        ("ack 42", "ack", "'42' is not an incident id"),
-        ("resolve inc-zzzzzzzzzzzz", "resolve", "not an incident id"),
+        ("ack 42", "ack", "'42' is not an incident"),
+        ("resolve inc-zzzzzzzzzzzz", "resolve", "not an incident"),
         ("silence", "silence", "say for how long"),
         (f"silence {INC}", "silence", "say for how long"),
         (f"silence {INC} forever", "silence", "'forever' is not a duration"),
@@ -153,5 +153,5 @@ def test_help_text_is_short_escaped_and_names_the_problem() -> None:
         assert f"/triage {verb}" in full
     one = help_text("/oncall", "unknown command '<!channel>'", "silence")
     assert one.startswith(":warning: unknown command '&lt;!channel&gt;'.")
-    assert "`/oncall silence [inc-…" in one and "/oncall status" not in one
+    assert "`/oncall silence [INC-…" in one and "/oncall status" not in one
     assert "<!channel>" not in one

@@ -3,6 +3,7 @@ notifications are enqueued once, the audit log cannot be rewritten, nothing secr
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -188,3 +189,59 @@ def test_postmortem_versions_and_review(store: Store) -> None:
         "postmortem.version",
         "postmortem.approved",
     ]
+
+
+def test_incidents_are_numbered_in_order_and_found_by_number_or_key(store: Store) -> None:
+    g = Grouper(15 * M, 120 * M)
+    ids = []
+    for k, psp in enumerate(("stripe", "adyen", "braintree")):
+        f = replace(finding(at=T0 + k * 60 * M), dimensions={"psp": psp})
+        inc = g.raised(f, T0 + k * 60 * M)  # unrelated slices, apart: three incidents
+        with store.begin() as tx:
+            ids.append(tx.save_incident(inc, T0 + k * 60 * M).id)
+    refs = [store.incident(i).ref for i in ids]  # type: ignore[union-attr]
+    assert refs == ["INC-1", "INC-2", "INC-3"]
+    for ref, key in zip(refs, ids, strict=True):
+        assert store.find(ref.lower()).id == key  # type: ignore[union-attr]
+        assert store.find(f" {ref} ").id == key  # type: ignore[union-attr]
+        assert store.find(key.upper()).id == key  # type: ignore[union-attr]
+    assert store.find("INC-4") is None and store.find("INC-0") is None
+    assert store.find("inc-1; DROP TABLE incidents") is None
+
+
+def test_the_numbering_migration_numbers_existing_incidents_by_opening(url: str) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from sqlalchemy import create_engine
+
+    from paytriage.store.store import files
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(files("paytriage.store") / "migrations"))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        for key, hours in (
+            ("inc-00000000000b", 2),
+            ("inc-00000000000a", 5),
+            ("inc-00000000000c", 1),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO incidents (id, detector, dimensions, title, severity, state,"
+                    " data_problem, opened_at, updated_at, reopened, members, evidence, version)"
+                    " VALUES (:id, 'decline_spike', '{}', 't', 'error', 'open', false, :at, :at,"
+                    " 0, '{}', '{}', 1)"
+                ),
+                {"id": key, "at": T0 + hours * 60 * M},
+            )
+    engine.dispose()
+    store = Store.open(url)  # migrates to the head
+    try:
+        assert [
+            store.incident(k).ref
+            for k in ("inc-00000000000c", "inc-00000000000b", "inc-00000000000a")
+        ] == ["INC-1", "INC-2", "INC-3"]  # type: ignore[union-attr]
+    finally:
+        store.close()

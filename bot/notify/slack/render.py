@@ -97,7 +97,7 @@ def title_line(inc: StoredIncident, now: datetime) -> str:
     state = inc.state.value.upper()
     if inc.state is State.resolved:
         state = f"RESOLVED after {format_window(duration(inc, now))}"
-    return f"[{inc.severity.value.upper()}] [{state}] {inc.title}"
+    return f"{inc.ref} [{inc.severity.value.upper()}] [{state}] {inc.title}"
 
 
 def fallback_text(inc: StoredIncident, now: datetime) -> str:
@@ -249,7 +249,7 @@ def incident_blocks(
     onset = inc.onset or inc.opened_at
     facts = [
         f"{icon} *{inc.severity.value.upper()}* · {STATE_ICON[inc.state]} *{inc.state.value}*"
-        f" · `{inc.id}`",
+        f" · `{inc.ref}`",
         f"*Where:* {mrkdwn(where(inc.dimensions))} · *Detectors:* "
         f"{mrkdwn(', '.join(inc.detectors))}",
         f"*Since:* {_ts(onset)} ({format_window(duration(inc, now))})"
