@@ -24,8 +24,8 @@ def upgrade() -> None:
     with op.batch_alter_table("incidents") as batch:
         batch.add_column(sa.Column("number", sa.Integer))
     conn = op.get_bind()
-    rows = conn.execute(sa.text("SELECT id FROM incidents ORDER BY opened_at, id"))
-    ids: list[str] = [str(r) for r in rows.scalars()]
+    rows = conn.execute(sa.text("SELECT id FROM incidents ORDER BY opened_at, id")).all()
+    ids = [str(row[0]) for row in rows]
     for n, incident_id in enumerate(ids, start=1):
         conn.execute(
             sa.text("UPDATE incidents SET number = :n WHERE id = :id"), {"n": n, "id": incident_id}
