@@ -104,9 +104,11 @@ class Permissions(StrictModel):
     acknowledge: list[str] = Field(
         default_factory=list, description="also acknowledges the page in PagerDuty"
     )
+    mitigate: list[str] = Field(default_factory=list)
     escalate: list[str] = Field(default_factory=list)
     silence: list[str] = Field(default_factory=list)
     resolve: list[str] = Field(default_factory=list)
+    declare: list[str] = Field(default_factory=list, description="open an incident by hand")
     review: list[str] = Field(default_factory=list, description="approve postmortem drafts")
 
     def open_to_all(self) -> bool:

@@ -17,7 +17,9 @@ Data problems (a slice whose metrics went stale) are grouped the same way among 
 but never joined with payment incidents: missing data is not a payment problem.
 
 An incident resolves when the last of its findings clears (each detector clears only after
-its own quiet period, ``clear_after``).
+its own quiet period, ``clear_after``). Its impact ended earlier: when the last of those
+findings went back within its band, the start of the quiet period that cleared it
+(``Incident.impact_ended_at``).
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ class TimelineKind(StrEnum):
     SUPPRESSED = "suppressed"  # a notification a silence or maintenance held back
     CHART = "chart"  # a chart posted in the thread (its permalink in the entry's data)
     ESCALATED = "escalated"
+    DECLARED = "declared"  # opened by a person, not a detector
+
+
+MANUAL = "manual"  # the detector of an incident a person declared
 
 
 @dataclass
@@ -109,15 +115,25 @@ class Incident:
     onset: datetime | None
     data_problem: bool
     resolved_at: datetime | None = None
+    #: When the signal of its last active finding went back within its band (the start of
+    #: the quiet period after which that finding cleared); None while any finding is active.
+    impact_ended_at: datetime | None = None
     active: dict[MemberKey, Finding] = field(default_factory=dict)
     members: dict[MemberKey, Finding] = field(default_factory=dict)
     timeline: list[TimelineEntry] = field(default_factory=list)
     reopened: int = 0
     first: Finding | None = None  # the finding it was opened (and paged) with, as it was
+    # The latest recovery among the findings cleared since it last had none active.
+    _recovered: datetime | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
+
+    @property
+    def declared(self) -> bool:
+        """Opened by a person: no finding will clear it, a person resolves it."""
+        return self.detector == MANUAL
 
     @property
     def detectors(self) -> list[str]:
@@ -130,6 +146,7 @@ class Incident:
             "detector": self.detector,
             "opened_at": iso(self.opened_at),
             "resolved_at": iso(self.resolved_at) if self.resolved_at else None,
+            "impact_ended_at": iso(self.impact_ended_at) if self.impact_ended_at else None,
             "severity": self.severity.value,
             "dimensions": dict(self.dimensions),
             "title": self.title,
@@ -137,6 +154,21 @@ class Incident:
             "detectors": self.detectors,
             "reopened": self.reopened,
         }
+
+
+def _recovered_at(finding: Finding) -> datetime | None:
+    """The recovery time a cleared finding carries in its details (ISO 8601), if any: the
+    detectors' runner puts it there so that whoever hands the grouper only the finding
+    (the live pipeline) records it too."""
+    raw = finding.details.get("recovered_at")
+    if isinstance(raw, datetime):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
 
 
 def fingerprint(detector: str, dimensions: Mapping[str, str], opened_at: datetime) -> str:
@@ -240,11 +272,20 @@ class Grouper:
             if finding.severity.rank > inc.severity.rank:
                 inc.severity = finding.severity
 
-    def cleared(self, finding: Finding, at: datetime) -> Incident | None:
+    def cleared(
+        self, finding: Finding, at: datetime, recovered_at: datetime | None = None
+    ) -> Incident | None:
+        """The finding cleared at ``at``; its signal went back within its band at
+        ``recovered_at`` (the start of the quiet period that cleared it; default: the
+        finding's ``details["recovered_at"]``, else ``at``). When it was the incident's last
+        active finding, the incident resolves, its impact ended at the latest recovery of
+        the findings cleared since it last had none active."""
         key = MemberKey.of(finding)
         inc = self._by_member.get(key)
         if inc is None or key not in inc.active:
             return None
+        back = min(recovered_at or _recovered_at(finding) or at, at)
+        inc._recovered = back if inc._recovered is None else max(inc._recovered, back)
         del inc.active[key]
         # Not the finding's latest title: a recovering slice's last reading may call the
         # problem something else ("Issuer declines up" as a PSP outage ends).
@@ -253,12 +294,15 @@ class Grouper:
         inc.timeline.append(TimelineEntry(at, TimelineKind.CLEARED, what))
         if not inc.active:
             inc.resolved_at = at
+            inc.impact_ended_at = inc._recovered
             inc.timeline.append(
                 TimelineEntry(at, TimelineKind.RESOLVED, "resolved: every finding cleared")
             )
         return inc
 
     def _add(self, inc: Incident, key: MemberKey, finding: Finding) -> None:
+        if not inc.active:  # (re-)opened: its impact is on again
+            inc._recovered = inc.impact_ended_at = None
         inc.active[key] = finding
         inc.members[key] = finding
         self._by_member[key] = inc

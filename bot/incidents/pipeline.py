@@ -112,6 +112,8 @@ class IncidentPipeline:
         ids = []
         for row in self.store.incidents(open_only=True, limit=10_000):
             inc = row.as_incident()
+            if inc.declared:
+                continue  # a person's incident: no finding of the grouping's clears it
             self.grouper.adopt(inc)
             self._timeline_done[inc.id] = len(inc.timeline)
             self._gathers[inc.id] = row.evidence.version

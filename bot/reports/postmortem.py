@@ -707,7 +707,7 @@ class _Draft:
         hypotheses = self.hypotheses(lead, cause)
         rows = self.timeline_rows(t.onset)
         return PostmortemFacts(
-            incident_id=inc.id,
+            incident_id=inc.ref,
             title=inc.title,
             detector=inc.detector,
             detectors=detectors,

@@ -35,20 +35,25 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement
 
+from paytriage.domain.findings import Severity
 from paytriage.notify.slack import ids
 from paytriage.notify.slack.text import FALLBACK_LIMIT, cut, is_user_id, mention, safe
 from paytriage.reports.summary import build_summary
 from paytriage.slack_app.commands import (
     INCIDENT_ID,
+    SEVERITIES,
     Acknowledge,
     Command,
+    Declare,
     Help,
     Invalid,
+    Mitigate,
     Postmortem,
     Resolve,
     Silence,
     Status,
     Summary,
+    declare_form,
     help_text,
     parse,
     strip_mention,
@@ -155,7 +160,13 @@ class Handlers:
             return  # answered in the acknowledgement
         user = str(body.get("user_id") or "")
         answer = respond if body.get("response_url") else None  # Slack always sends one
-        where = Where(user, _opt(body.get("channel_id")), "command", respond=answer)
+        where = Where(
+            user,
+            _opt(body.get("channel_id")),
+            "command",
+            respond=answer,
+            trigger_id=_opt(body.get("trigger_id")),  # a form may open (declare)
+        )
         self._guarded(where, lambda: self._dispatch(cmd, where))
 
     def on_mention(self, event: dict[str, Any]) -> None:
@@ -268,7 +279,17 @@ class Handlers:
             )
             self._deliver(out, where)
             return
-        assert isinstance(cmd, Summary | Acknowledge | Resolve | Postmortem | Silence)
+        if isinstance(cmd, Declare):
+            if not cmd.title:
+                if not (where.trigger_id and self._declare_form(where)):
+                    self._private(where, help_text(self.command, None, "declare"))
+                return
+            out = self.ops.declare(
+                cmd.title, Severity(cmd.severity), cmd.labels, where.user, where.via
+            )
+            self._deliver(out, where)
+            return
+        assert isinstance(cmd, Summary | Acknowledge | Mitigate | Resolve | Postmortem | Silence)
         inc = self._incident(cmd.incident_id, where)
         if isinstance(inc, str):
             self._private(where, inc)
@@ -286,6 +307,8 @@ class Handlers:
             return
         if isinstance(cmd, Acknowledge):
             out = self.ops.acknowledge(inc.id, where.user, where.via)
+        elif isinstance(cmd, Mitigate):
+            out = self.ops.mitigate(inc.id, where.user, where.via, cmd.note)
         elif isinstance(cmd, Resolve):
             out = self.ops.resolve(inc.id, where.user, where.via, cmd.note)
         elif isinstance(cmd, Postmortem):
@@ -347,6 +370,96 @@ class Handlers:
             log.warning("postmortem draft of %s not posted: %s", inc.id, exc)
             return Outcome(False, "The draft is stored but could not be posted; try again.")
         return out
+
+    def _declare_form(self, where: Where) -> bool:
+        """Open the form of a hand-declared incident; False when Slack would not open it."""
+        meta = {"channel": where.channel}
+        severity_options = [
+            {"text": {"type": "plain_text", "text": s}, "value": s} for s in SEVERITIES
+        ]
+        view = {
+            "type": "modal",
+            "callback_id": ids.DECLARE_MODAL,
+            "private_metadata": json.dumps(meta),
+            "title": {"type": "plain_text", "text": "Declare an incident"},
+            "submit": {"type": "plain_text", "text": "Declare"},
+            "close": {"type": "plain_text", "text": "Cancel"},
+            "blocks": [
+                {
+                    "type": "input",
+                    "block_id": "title",
+                    "label": {"type": "plain_text", "text": "What is wrong?"},
+                    "element": {
+                        "type": "plain_text_input",
+                        "action_id": "title",
+                        "max_length": 150,
+                    },
+                },
+                {
+                    "type": "input",
+                    "block_id": "severity",
+                    "label": {"type": "plain_text", "text": "Severity"},
+                    "element": {
+                        "type": "static_select",
+                        "action_id": "severity",
+                        "options": severity_options,
+                        "initial_option": severity_options[1],
+                    },
+                },
+                {
+                    "type": "input",
+                    "block_id": "labels",
+                    "optional": True,
+                    "label": {"type": "plain_text", "text": "Where (e.g. psp=adyen country=DE)"},
+                    "element": {"type": "plain_text_input", "action_id": "labels"},
+                },
+            ],
+        }
+        try:
+            self.client.views_open(trigger_id=str(where.trigger_id), view=view)
+        except (SlackApiError, SlackRequestError) as exc:
+            log.warning("declare form not opened: %s", exc)
+            return False
+        return True
+
+    @staticmethod
+    def _declared(body: Mapping[str, Any]) -> Declare | Invalid:
+        values = _obj(_obj(_obj(body.get("view")).get("state")).get("values"))
+
+        def text(block: str) -> str:
+            return _str(_obj(_obj(values.get(block)).get(block)).get("value"))
+
+        severity = _obj(_obj(_obj(values.get("severity")).get("severity")).get("selected_option"))
+        return declare_form(text("title"), _str(severity.get("value")), text("labels"))
+
+    def ack_declare(self, ack: Ack, body: dict[str, Any]) -> None:
+        """The declare form is checked in the acknowledgement: Slack shows what is wrong
+        beside the field, and the form stays open."""
+        got = self._declared(body)
+        if isinstance(got, Invalid):
+            field = "labels" if "label" in got.problem else "title"
+            ack(response_action="errors", errors={field: got.problem})
+        else:
+            ack()
+
+    def on_declare_submit(self, body: dict[str, Any]) -> None:
+        got = self._declared(body)
+        if isinstance(got, Invalid):
+            return  # refused in the acknowledgement
+        view = _obj(body.get("view"))
+        try:
+            meta = _obj(json.loads(str(view.get("private_metadata") or "{}")))
+        except ValueError:
+            meta = {}
+        user = _str(_obj(body.get("user")).get("id"))
+        where = Where(user, _opt(meta.get("channel")), "button")
+        self._guarded(
+            where,
+            lambda: self._deliver(
+                self.ops.declare(got.title, Severity(got.severity), got.labels, user, "button"),
+                where,
+            ),
+        )
 
     def _ask_reason(self, incident_id: str, option: str, where: Where) -> bool:
         """Open the silence form (a reason is asked for, not required); False when Slack
@@ -417,6 +530,8 @@ class Handlers:
             return
         if action_id == ids.ACK:
             out = self.ops.acknowledge(incident_id, where.user, "button")
+        elif action_id == ids.MITIGATE:
+            out = self.ops.mitigate(incident_id, where.user, "button")
         elif action_id == ids.RESOLVE:
             out = self.ops.resolve(incident_id, where.user, "button")
         elif action_id == ids.ESCALATE:
@@ -613,6 +728,7 @@ def create_app(
     app.event("app_home_opened")(ack=h.ack_only, lazy=[h.on_home])
     for action_id in (
         ids.ACK,
+        ids.MITIGATE,
         ids.RESOLVE,
         ids.ESCALATE,
         ids.SILENCE,
@@ -623,6 +739,7 @@ def create_app(
         app.action(action_id)(ack=h.ack_only, lazy=[h.on_action])
     app.action(ids.RUNBOOK)(h.ack_only)  # a URL button: Slack opens the link itself
     app.view(ids.SILENCE_MODAL)(ack=h.ack_only, lazy=[h.on_silence_submit])
+    app.view(ids.DECLARE_MODAL)(ack=h.ack_declare, lazy=[h.on_declare_submit])
     return app
 
 

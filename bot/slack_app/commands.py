@@ -51,7 +51,9 @@ USAGE: Mapping[str, str] = {
     "status": "status",
     "summary": "summary [INC-…]",
     "ack": "ack [INC-…]",
+    "mitigate": "mitigate [INC-…] [note]",
     "resolve": "resolve [INC-…] [note]",
+    "declare": "declare <title> [severity=critical|error|warning] [label=value …]",
     "postmortem": "postmortem [INC-…]",
     "silence": "silence [INC-… | <detector> [label=value …]] <30m|1h|4h|until-resolved> [reason]",
     "help": "help [command]",
@@ -86,6 +88,23 @@ class Resolve:
 
 
 @dataclass(frozen=True)
+class Mitigate:
+    """The customer impact has stopped (a fail-over, a rollback); the cause may remain."""
+
+    incident_id: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Declare:
+    """An incident a person saw before any detector did. No title: the form is opened."""
+
+    title: str = ""
+    severity: str = "error"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Postmortem:
     incident_id: str | None = None
 
@@ -111,8 +130,21 @@ class Invalid:
     verb: str | None = None
 
 
-Command = Help | Status | Summary | Acknowledge | Resolve | Postmortem | Silence | Invalid
-IncidentCommand = Summary | Acknowledge | Resolve | Postmortem
+Command = (
+    Help
+    | Status
+    | Summary
+    | Acknowledge
+    | Mitigate
+    | Resolve
+    | Postmortem
+    | Silence
+    | Declare
+    | Invalid
+)
+IncidentCommand = Summary | Acknowledge | Mitigate | Resolve | Postmortem
+SEVERITIES = ("critical", "error", "warning")
+MAX_TITLE = 150
 
 
 class _Bad(ValueError):
@@ -225,6 +257,57 @@ def _silence(args: list[str], detectors: Collection[str]) -> Silence:
     return Silence(incident_id, detector, labels, duration, reason)
 
 
+def _declare(args: list[str]) -> Declare:
+    """``declare <title words> [severity=…] [label=value …]``: the labels may come anywhere."""
+    words, severity, labels = _declare_parts(args)
+    title = " ".join(words).strip()
+    if len(title) > MAX_TITLE:
+        raise _Bad(f"a title has at most {MAX_TITLE} characters")
+    if not title and (labels or severity != "error"):
+        raise _Bad("say what is wrong: declare <title> [severity=…] [label=value …]")
+    return Declare(title, severity, labels)
+
+
+def _declare_parts(args: list[str]) -> tuple[list[str], str, dict[str, str]]:
+    """The words, the severity (``severity=`` or ``sev=``) and the labels of a declaration."""
+    words: list[str] = []
+    labels: dict[str, str] = {}
+    severity = "error"
+    for token in args:
+        if "=" not in token:
+            words.append(token)
+            continue
+        name, value = _label(token)
+        if name in ("severity", "sev"):
+            if value.lower() not in SEVERITIES:
+                raise _Bad(f"severity is one of {', '.join(SEVERITIES)}, not {_show(value)}")
+            severity = value.lower()
+        elif name in labels:
+            raise _Bad(f"label {name} is given twice")
+        else:
+            labels[name] = value
+    return words, severity, labels
+
+
+def declare_form(title: str, severity: str, labels: str) -> Declare | Invalid:
+    """What the declare form gave: the title as written (an ``=`` in it is no label), the
+    labels checked as in the command."""
+    try:
+        words, _, found = _declare_parts(labels.split())
+        if words:
+            raise _Bad("write labels as label=value, separated by spaces")
+        if severity not in SEVERITIES:
+            raise _Bad(f"severity is one of {', '.join(SEVERITIES)}")
+        title = " ".join(plain(title).split())
+        if not title:
+            raise _Bad("say what is wrong in the title")
+        if len(title) > MAX_TITLE:
+            raise _Bad(f"a title has at most {MAX_TITLE} characters")
+    except _Bad as bad:
+        return Invalid(str(bad), "declare")
+    return Declare(title, severity, found)
+
+
 def parse(text: str, detectors: Collection[str] = ()) -> Command:
     """A command from the text after the slash command (or after the bot's mention).
 
@@ -254,10 +337,13 @@ def parse(text: str, detectors: Collection[str] = ()) -> Command:
             return Acknowledge(_optional_id(verb, args))
         if verb == "postmortem":
             return Postmortem(_optional_id(verb, args))
-        if verb == "resolve":
+        if verb in ("resolve", "mitigate"):
+            kind = Resolve if verb == "resolve" else Mitigate
             if args and _looks_like_id(args[0]):
-                return Resolve(_incident_id(args[0]), _note(args[1:]))
-            return Resolve(None, _note(args))
+                return kind(_incident_id(args[0]), _note(args[1:]))
+            return kind(None, _note(args))
+        if verb == "declare":
+            return _declare(args)
         return _silence(args, detectors)
     except _Bad as bad:
         return Invalid(str(bad), verb)
@@ -274,10 +360,11 @@ def help_text(command: str = "/triage", problem: str | None = None, verb: str | 
     if problem:
         lines.append(f":warning: {escape(problem)}.")
     if verb is not None and verb in USAGE and verb != "help":
-        lines.append(f"Usage: `{command} {USAGE[verb]}`")
+        lines.append(f"Usage: `{command} {escape(USAGE[verb])}`")
         return "\n".join(lines)
     lines.append(f"*{command}* commands (in an incident's thread the incident is implied):")
-    lines += [f"• `{command} {usage}`" for v, usage in USAGE.items() if v != "help"]
+    # Escaped: Slack reads <30m|1h> as a link even in code.
+    lines += [f"• `{command} {escape(usage)}`" for v, usage in USAGE.items() if v != "help"]
     lines.append("Durations: 30m, 1h, 4h, 1h30m, 2d (up to 7 days).")
     return "\n".join(lines)
 
@@ -285,17 +372,21 @@ def help_text(command: str = "/triage", problem: str | None = None, verb: str | 
 __all__ = [
     "ALL_DETECTORS",
     "INCIDENT_ID",
+    "SEVERITIES",
     "USAGE",
     "Acknowledge",
     "Command",
+    "Declare",
     "Help",
     "IncidentCommand",
     "Invalid",
+    "Mitigate",
     "Postmortem",
     "Resolve",
     "Silence",
     "Status",
     "Summary",
+    "declare_form",
     "help_text",
     "parse",
     "strip_mention",

@@ -25,13 +25,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from paytriage.core.types import iso
-from paytriage.domain.incidents import TimelineKind
-from paytriage.domain.lifecycle import Action, Silence, State, TransitionError
+from paytriage.domain.findings import Severity
+from paytriage.domain.incidents import MANUAL, Incident, TimelineKind, fingerprint
+from paytriage.domain.lifecycle import TARGET, Action, Silence, State, TransitionError
 from paytriage.domain.notifications import (
     PAGERDUTY,
+    Change,
     Channel,
     Receiver,
     action_message,
+    change_message,
     escalation_message,
     page_message,
 )
@@ -43,6 +46,13 @@ from paytriage.slack_app.views import dims_text
 from paytriage.store import Entry, Postmortem, Store, StoredIncident, StoreError, Tx
 
 log = logging.getLogger(__name__)
+
+# What a lifecycle action looks like when done: its icon and "You …" / "@ana …" phrase.
+_DONE = {
+    Action.acknowledge: (":eyes:", "acknowledged {}"),
+    Action.mitigate: (":adhesive_bandage:", "marked {} as mitigated (the impact has stopped)"),
+    Action.resolve: (":white_check_mark:", "resolved {}"),
+}
 
 Via = Literal["button", "command", "mention"]
 NO_REASON = "no reason given"
@@ -181,6 +191,10 @@ class Operations:
                 None,
                 inc,
             )
+        if TARGET[action] is inc.state:
+            return Outcome(
+                False, f"{iid} is already {inc.state.value}; nothing changed.", None, inc
+            )
         return Outcome(False, f"{iid} is {inc.state.value}; it cannot be {verb}d now.", None, inc)
 
     @staticmethod
@@ -196,6 +210,11 @@ class Operations:
     def acknowledge(self, incident_id: str, user_id: str, via: Via) -> Outcome:
         return self._lifecycle(incident_id, user_id, via, Action.acknowledge, "")
 
+    def mitigate(self, incident_id: str, user_id: str, via: Via, note: str = "") -> Outcome:
+        """The impact has stopped; the cause may remain (the incident stays open until it
+        resolves, by its findings clearing or by a person)."""
+        return self._lifecycle(incident_id, user_id, via, Action.mitigate, note)
+
     def resolve(self, incident_id: str, user_id: str, via: Via, note: str = "") -> Outcome:
         return self._lifecycle(incident_id, user_id, via, Action.resolve, note)
 
@@ -210,14 +229,14 @@ class Operations:
         refused = self._refused(user_id, action.value, inc.id, at, via)
         if refused is not None:
             return refused
-        change = {Action.acknowledge: "acknowledged", Action.resolve: "resolved"}[action]
         try:
             with self.store.begin() as tx:
                 state = tx.act(inc.id, action, actor, at, note)
                 self._updated(
                     tx, inc, action.value, actor, at, state, {"note": note} if note else {}
                 )
-                if self.pagerduty_enabled and tx.has_outbox(inc.id, str(PAGERDUTY)):
+                paged = action is not Action.mitigate and self.pagerduty_enabled
+                if paged and tx.has_outbox(inc.id, str(PAGERDUTY)):
                     # The page follows the people: acknowledged or resolved in Slack, the
                     # same in PagerDuty (its dedup key is the incident id).
                     page = page_message(inc.id, action.value, reopened=inc.reopened, by=actor)
@@ -228,13 +247,66 @@ class Operations:
             return self._conflict(inc.id)
         after = self.store.incident(inc.id)
         said = f": {safe(note, 500)}" if note else ""
-        icon = ":eyes:" if action is Action.acknowledge else ":white_check_mark:"
+        icon, done = _DONE[action]
         iid = f"`{safe(inc.ref, 20)}`"
         return Outcome(
             True,
-            f"You {change} {iid}: {safe(inc.title, 300)}.",
-            f"{icon} {mention(user_id)} {change} this incident{said}.",
+            f"You {done.format(iid)}: {safe(inc.title, 300)}.",
+            f"{icon} {mention(user_id)} {done.format('this incident')}{said}.",
             after,
+        )
+
+    # -- declaring --------------------------------------------------------------------------
+
+    def declare(
+        self,
+        title: str,
+        severity: Severity,
+        labels: Mapping[str, str],
+        user_id: str,
+        via: Via,
+    ) -> Outcome:
+        """Open an incident by hand (someone saw it before any detector did): stored,
+        numbered and posted like any other, with the actions; a person resolves it."""
+        at = self.clock()
+        refused = self._refused(user_id, "declare", None, at, via)
+        if refused is not None:
+            return refused
+        actor = actor_of(user_id)
+        title = title.strip()
+        inc = Incident(
+            id=fingerprint(MANUAL, labels, at),
+            detector=MANUAL,
+            dimensions=dict(labels),
+            title=title,
+            severity=severity,
+            opened_at=at,
+            onset=None,
+            data_problem=False,
+        )
+        channel = self._route(inc) or Channel(Receiver.SLACK)
+        try:
+            with self.store.begin() as tx:
+                tx.save_incident(inc, at)
+                tx.timeline(inc.id, Entry(at, TimelineKind.DECLARED, actor, f"declared: {title}"))
+                tx.audit(actor, "declare", inc.id, at, {"via": via, "title": title})
+                message = change_message(
+                    inc.id, Change.OPENED, channel, title=title, severity=severity.value,
+                    state=State.open.value, at=at, reopened=0,
+                )  # fmt: skip
+                tx.enqueue(message, at)
+        except IntegrityError:  # declared twice in the same second, or a number taken
+            return Outcome(False, "That incident was just declared; look at `status`.")
+        stored = self.store.incident(inc.id)
+        ref = f"`{safe(stored.ref if stored else inc.id, 20)}`"
+        where = dims_text(labels) if labels else "all payments"
+        return Outcome(
+            True,
+            f"You declared {ref}: {safe(title, 300)} ({safe(severity.value, 10)}, "
+            f"{safe(where, 200)}). Its message is on its way to the incident channel; "
+            "resolve it when it is over.",
+            None,
+            stored,
         )
 
     # -- silences -------------------------------------------------------------------------

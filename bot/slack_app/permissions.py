@@ -1,5 +1,5 @@
-"""Who may acknowledge, escalate, silence, resolve and approve postmortems
-(``slack.permissions``).
+"""Who may acknowledge, mitigate, escalate, silence, resolve, declare incidents and approve
+postmortems (``slack.permissions``).
 
 Each list holds Slack user ids (``U…``/``W…``) and user-group ids (``S…``); an empty list lets
 everyone. Group members are read with ``usergroups.users.list`` and kept for a short while
@@ -27,7 +27,7 @@ USER = re.compile(r"^[UW][A-Z0-9]{2,30}$")
 GROUP = re.compile(r"^S[A-Z0-9]{2,30}$")
 # Reading (status, summary, help) is open to all. Acknowledging is guarded too: it also
 # acknowledges the PagerDuty page, which stops its escalation.
-GUARDED = ("acknowledge", "escalate", "silence", "resolve", "review")
+GUARDED = ("acknowledge", "mitigate", "escalate", "silence", "resolve", "declare", "review")
 
 
 class GroupLookupError(RuntimeError):

@@ -610,7 +610,7 @@ def test_a_replacement_template_is_used(incident: Any, tmp_path: Path) -> None:
     assert text == (
         "# Authorization failures on stripe\n"
         f"| Failed \\*payments\\* | 1,820 of 5,870 attempts in 13 min [{ref}] |\n"  # escaped once
-        "TTD 3 min for `inc-3f9a1c2b7d4e`\n"
+        f"TTD 3 min for `{stored.ref}`\n"  # the short name people use
     )
     assert render_postmortem(stored, timeline, audit, NOW, template=str(custom)) == text
 

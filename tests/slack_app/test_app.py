@@ -280,24 +280,27 @@ class Harness:
         assert self.timings[-1] < ACK_LIMIT
 
     def submit(self, view: dict[str, Any], reason: str, user: str = ANA) -> None:
-        """Submit an opened modal as Slack does (a view_submission with the form's state)."""
+        """Submit the silence form as Slack does (a view_submission with the form's state)."""
+        values = {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}
+        self.submit_values(view, values, user)
+
+    def submit_values(
+        self, view: dict[str, Any], values: dict[str, Any], user: str = ANA
+    ) -> dict[str, Any]:
+        """Submit an opened modal with ``values`` (its state); returns the acknowledgement."""
         payload = {
             "type": "view_submission",
             "team": {"id": TEAM_ID, "domain": "paytriage-test"},
             "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
             "api_app_id": "A0PAYBOT01",
             "trigger_id": "13345224609.738474920.8088930838d88f008e1",
-            "view": {
-                **view,
-                "state": {
-                    "values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}
-                },
-            },
+            "view": {**view, "state": {"values": values}},
         }
         body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
         status, out = self.post(body, "application/x-www-form-urlencoded")
         assert status == 200, out
         assert self.timings[-1] < ACK_LIMIT
+        return json.loads(out) if out else {}
 
     def event(self, event: dict[str, Any]) -> None:
         envelope = {
@@ -1241,3 +1244,62 @@ def test_a_postmortem_draft_is_reviewed_in_slack_and_the_approved_one_exported(
         assert slack.spec_violations == []
     finally:
         h.http.close()
+
+
+def declared_form(title: str, severity: str, labels: str) -> dict[str, Any]:
+    return {
+        "title": {"title": {"type": "plain_text_input", "value": title}},
+        "severity": {"severity": {"type": "static_select", "selected_option": {"value": severity}}},
+        "labels": {"labels": {"type": "plain_text_input", "value": labels}},
+    }
+
+
+def test_an_incident_declared_by_hand_is_posted_numbered_and_mitigated(h: Harness) -> None:
+    """Issue 20, finding 5: no way to declare an incident by hand, no "mitigated"."""
+    from paytriage.notify.slack.sender import slack_worker
+
+    _, name = h.command("declare Adyen 500s in DE checkout severity=critical psp=adyen country=DE")
+    said = h.reply(name)["text"]
+    assert said.startswith("You declared `INC-1`: Adyen 500s in DE checkout (critical")
+    [inc] = h.store.incidents()
+    assert (inc.detector, inc.dimensions, inc.ref) == (
+        "manual",
+        {"psp": "adyen", "country": "DE"},
+        "INC-1",
+    )
+    assert inc.title == "Adyen 500s in DE checkout" and inc.severity.value == "critical"
+    assert [a.action for a in h.store.audit_log(inc.id)] == ["declare"]
+    sender = slack_worker(h.store, h.client, clock=lambda: inc.opened_at + timedelta(minutes=1))
+    assert sender.drain().sent == [f"{inc.id}:opened"]
+    [root] = h.slack.messages(CHANNEL)
+    assert "INC-1" in root["blocks"][0]["text"]["text"]
+    buttons = [
+        e["action_id"] for b in root["blocks"] if b["type"] == "actions" for e in b["elements"]
+    ]
+    assert ids.MITIGATE in buttons
+    posted = h.store.incident(inc.id)
+    assert posted is not None
+    h.click(ids.MITIGATE, posted, user=BEN)
+    wait_for(lambda: (i := h.store.incident(inc.id)) and i.state.value == "mitigated")
+    assert wait_for(lambda: h.thread(posted))[-1].startswith(
+        f":adhesive_bandage: <@{BEN}> marked this incident as mitigated"
+    )
+    _, name = h.command("mitigate inc-1")  # already mitigated: said, nothing changes
+    assert "already mitigated" in h.reply(name)["text"]
+    _, name = h.command("resolve INC-1 failed over to stripe", user=LEAD)
+    assert h.reply(name)["text"].startswith("You resolved `INC-1`")
+
+
+def test_declare_without_a_title_opens_a_form_that_names_what_is_wrong(h: Harness) -> None:
+    h.command("declare")
+    [form] = wait_for(lambda: h.slack.opened_views)
+    assert form["callback_id"] == ids.DECLARE_MODAL
+    bad = h.submit_values(form, declared_form("Refunds stuck", "error", "psp adyen"))
+    assert bad["response_action"] == "errors" and "label=value" in bad["errors"]["labels"]
+    assert h.store.incidents() == []
+    ok = h.submit_values(form, declared_form("Refunds stuck <!channel>", "warning", "psp=adyen"))
+    assert ok == {}
+    [inc] = wait_for(lambda: h.store.incidents())
+    assert inc.title == "Refunds stuck @channel" and inc.dimensions == {"psp": "adyen"}
+    said = wait_for(lambda: h.ephemeral_to(ANA))[0]  # Slack markup made plain: no mention
+    assert said.startswith("You declared `INC-1`: Refunds stuck @channel") and "<!" not in said

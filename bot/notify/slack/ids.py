@@ -7,6 +7,7 @@ Every interactive element of an incident message carries the incident id as its 
 from __future__ import annotations
 
 ACK = "paytriage_ack"
+MITIGATE = "paytriage_mitigate"
 ESCALATE = "paytriage_escalate"
 SILENCE = "paytriage_silence"  # static_select; option values below
 RESOLVE = "paytriage_resolve"
@@ -15,6 +16,7 @@ RUNBOOK = "paytriage_runbook"  # a URL button: Slack still sends an action, ackn
 POSTMORTEM_APPROVE = "paytriage_pm_approve"  # value: "<incident id>:<version>"
 POSTMORTEM_CHANGES = "paytriage_pm_changes"  # value: "<incident id>:<version>"
 SILENCE_MODAL = "paytriage_silence_modal"  # the form asking why, after the menu
+DECLARE_MODAL = "paytriage_declare_modal"  # the form of `/triage declare` without a title
 ACTIONS_BLOCK = "paytriage_actions:"  # + incident id: the block id of the buttons
 
 SILENCE_OPTIONS = {"1h": "Silence 1 h", "4h": "Silence 4 h", "resolved": "Silence until resolved"}
@@ -22,7 +24,9 @@ SILENCE_OPTIONS = {"1h": "Silence 1 h", "4h": "Silence 4 h", "resolved": "Silenc
 __all__ = [
     "ACK",
     "ACTIONS_BLOCK",
+    "DECLARE_MODAL",
     "ESCALATE",
+    "MITIGATE",
     "POSTMORTEM",
     "POSTMORTEM_APPROVE",
     "POSTMORTEM_CHANGES",

@@ -220,6 +220,8 @@ def action_elements(inc: StoredIncident) -> list[Any]:
             elements.append(
                 ButtonElement(text="Acknowledge", action_id=ids.ACK, value=inc.id, style="primary")
             )
+        if inc.state is not State.mitigated:
+            elements.append(ButtonElement(text="Mitigated", action_id=ids.MITIGATE, value=inc.id))
         elements.append(ButtonElement(text="Escalate", action_id=ids.ESCALATE, value=inc.id))
         elements.append(
             StaticSelectElement(
