@@ -478,6 +478,60 @@ def backtest(
 
 
 @app.command()
+def replay(
+    prometheus_url: Annotated[str, typer.Option(help="PromQL API holding the history.")],
+    start: Annotated[str, typer.Option(help="ISO 8601 start of the period (UTC if no zone).")],
+    end: Annotated[str, typer.Option(help="ISO 8601 end of the period.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write to.")],
+    opensearch_url: Annotated[
+        str | None, typer.Option(help="OpenSearch holding the logs and changes (optional).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Play a past period minute by minute through the whole live pipeline, posting
+    nothing, and write what the bot would have sent.
+
+    DIR/slack/NNNN-<method>.json: each Slack Web API call's body, in order;
+    DIR/pagerduty/NNNN.json: each PagerDuty event (routing key left out);
+    DIR/postmortems/<INC>.md: the draft of every resolved incident; DIR/incidents.json: the
+    incidents as paged and as they ended; DIR/paytriage.db: the store.
+    """
+    from paytriage.lab.replay import replay_period, summary_lines
+    from paytriage.sources import OpenSearchSource, PrometheusSource
+
+    t_start = _parse_time(start, "--start")
+    t_end = _parse_time(end, "--end")
+    assert t_start is not None and t_end is not None
+    if t_end <= t_start:
+        raise typer.BadParameter("must come after --start", param_hint="--end")
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file: give a directory", param_hint="--out")
+    prom_url = _url(prometheus_url, "--prometheus-url")
+    os_url = _url(opensearch_url, "--opensearch-url") if opensearch_url else None
+    settings = _load(config, secrets_for=("sources",))
+    sources = settings.sources
+    prom = PrometheusSource(sources.prometheus.model_copy(update={"url": prom_url}))
+    logs = (
+        OpenSearchSource(sources.opensearch.model_copy(update={"hosts": [os_url]}))
+        if os_url
+        else None
+    )
+    minute = timedelta(minutes=1)
+    result = replay_period(
+        settings,
+        prom,
+        logs,
+        t_start.replace(second=0, microsecond=0),
+        t_end.replace(second=0, microsecond=0),
+        out,
+        step=minute,
+    )
+    for line in summary_lines(result):
+        typer.echo(line)
+    typer.echo(f"Wrote {out}/ (slack/, pagerduty/, postmortems/, incidents.json, paytriage.db)")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Where to write the demo's files.")] = Path(
         "paytriage-demo"

@@ -159,7 +159,7 @@ def test_postmortem_draft_edit_and_export(tmp_path: Path, monkeypatch: pytest.Mo
     )
     res = runner.invoke(app, ["postmortem", inc, "-c", str(cfg)])
     assert res.exit_code == 0, res.output
-    assert inc in res.output and "capture" in res.output.lower()
+    assert "`INC-1`" in res.output and "capture" in res.output.lower()
     edited = tmp_path / "edited.md"
     edited.write_text("# Postmortem (edited)\nRoot cause: expired authorizations.\n")
     res = runner.invoke(app, ["postmortem", inc, "-c", str(cfg), "--from", str(edited)])

@@ -1,4 +1,6 @@
-"""``paytriage demo``: the product's front door, on the embedded simulated platform.
+"""``paytriage demo``: the product's front door, on the embedded simulated platform: what
+``paytriage replay`` (``paytriage.lab.replay``) does on a team's own history, here on a
+simulated one, with every message shown in the terminal as it is sent.
 
 No servers and no tokens: the simulator builds a payment platform (a day of history, then
 a few hours with incidents and a harmless flash sale) in memory; the detectors read it
@@ -15,11 +17,9 @@ that channel of a real workspace.
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
+from paytriage.lab.replay import M, Posted, RecordingPages, RecordingSlack, replay_period
+
 DEMO_SEED = 2026
 HISTORY = timedelta(hours=24)
 PLAYED = timedelta(hours=6)
-M = timedelta(minutes=1)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,133 +56,6 @@ def demo_scenarios(played_from: datetime) -> list[Any]:
         ),
         Scenario("traffic_drop", at + timedelta(hours=4, minutes=50), 30 * M, {"country": "GB"}),
     ]
-
-
-# -- Slack as the demo sees it -----------------------------------------------------------
-
-
-@dataclass
-class Posted:
-    n: int
-    method: str
-    channel: str
-    payload: dict[str, Any]
-    file: Path
-
-
-@dataclass
-class DemoSlack:
-    """The part of slack_sdk's ``WebClient`` the sender uses: records every call's exact
-    payload to ``out/slack/`` (and forwards it to a real ``WebClient`` when one is given)."""
-
-    out: Path
-    real: Any = None
-    real_channel: str | None = None
-    posted: list[Posted] = field(default_factory=list)
-    on_post: Callable[[Posted], None] | None = None
-    _ts: int = 0
-    _threads: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    _real_ts: dict[str, str] = field(default_factory=dict)
-    _real_cid: str | None = None
-    _names: dict[str, str] = field(default_factory=dict)  # made-up id -> channel name
-
-    def _record(self, method: str, channel: str, payload: dict[str, Any]) -> Posted:
-        n = len(self.posted) + 1
-        kind = method.split(".")[-1]
-        if method == "chat.postMessage" and payload.get("thread_ts"):
-            kind = "reply"
-        path = self.out / "slack" / f"{n:03d}-{kind}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        body = {k: v for k, v in payload.items() if v is not None}
-        path.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        rec = Posted(n, method, self.channel_name(channel), body, path)
-        self.posted.append(rec)
-        if self.on_post is not None:
-            self.on_post(rec)
-        return rec
-
-    def channel_id(self, channel: str) -> str:
-        """A stable made-up id per channel name (Slack answers ids); ids map back."""
-        if channel in self._names:
-            return channel
-        cid = f"C0DEMO{len(self._names) + 1:04d}"
-        for known, name in self._names.items():
-            if name == channel:
-                return known
-        self._names[cid] = channel
-        return cid
-
-    def channel_name(self, channel: str) -> str:
-        return self._names.get(channel, channel)
-
-    def _next_ts(self) -> str:
-        self._ts += 1
-        return f"1700000000.{self._ts:06d}"
-
-    def chat_postMessage(self, *, channel: str, **kw: Any) -> dict[str, Any]:
-        ts = self._next_ts()
-        payload = {"channel": channel, **kw}
-        self._record("chat.postMessage", channel, payload)
-        if thread := kw.get("thread_ts"):
-            self._threads.setdefault(str(thread), []).append({"ts": ts, **kw})
-        if self.real is not None:
-            fwd = {**kw, "channel": self.real_channel or channel}
-            if thread:
-                fwd["thread_ts"] = self._real_ts.get(str(thread), thread)
-            resp = self.real.chat_postMessage(**fwd)
-            self._real_ts[ts] = str(resp["ts"])
-            self._real_cid = str(resp["channel"])  # uploads want the channel's id
-        return {"ok": True, "channel": self.channel_id(channel), "ts": ts}
-
-    def chat_update(self, *, channel: str, ts: str, **kw: Any) -> dict[str, Any]:
-        self._record("chat.update", channel, {"channel": channel, "ts": ts, **kw})
-        if self.real is not None and ts in self._real_ts:
-            self.real.chat_update(channel=self._real_cid, ts=self._real_ts[ts], **kw)
-        return {"ok": True, "channel": channel, "ts": ts}
-
-    def files_upload_v2(self, *, file: str, filename: str, **kw: Any) -> dict[str, Any]:
-        dest = self.out / "charts" / filename
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(file, dest)
-        self._record("files.upload", str(kw.get("channel")), {"file": str(dest), **kw})
-        if self.real is not None:
-            thread = kw.get("thread_ts")
-            self.real.files_upload_v2(
-                channel=self._real_cid,
-                thread_ts=self._real_ts.get(str(thread), thread),
-                file=file,
-                filename=filename,
-                title=kw.get("title"),
-            )
-        return {"ok": True, "file": {"id": f"F{len(self.posted):08d}", "permalink": None}}
-
-    def conversations_replies(self, *, ts: str, **_: Any) -> dict[str, Any]:
-        return {"ok": True, "messages": self._threads.get(ts, []), "response_metadata": {}}
-
-    def conversations_history(self, **_: Any) -> dict[str, Any]:
-        return {"ok": True, "messages": [], "response_metadata": {}}
-
-    def conversations_list(self, **_: Any) -> dict[str, Any]:
-        return {"ok": True, "channels": [], "response_metadata": {}}
-
-
-@dataclass
-class DemoPages:
-    """PagerDuty's Events API as the demo sees it: each event body, routing key removed,
-    written to ``out/pagerduty/``."""
-
-    out: Path
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-    def send(self, body: Mapping[str, Any]) -> Any:
-        from paytriage.notify.pagerduty.events import SendResult
-
-        shown = {k: v for k, v in body.items() if k != "routing_key"}
-        self.events.append(shown)
-        path = self.out / "pagerduty" / f"{len(self.events):03d}-{shown.get('event_action')}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(shown, indent=2) + "\n", encoding="utf-8")
-        return SendResult(ok=True, status=202, dedup_key=str(body.get("dedup_key")))
 
 
 # -- Block Kit in a terminal ---------------------------------------------------------------
@@ -303,25 +177,16 @@ def run_demo(
     quiet_messages: bool = False,
     played: timedelta = PLAYED,
 ) -> DemoResult:
-    from paytriage.app.compose import pipeline_for
     from paytriage.config import load_settings
     from paytriage.config.loader import default_config_path
-    from paytriage.detection.replay import replay_steps
     from paytriage.lab.memory import from_simulation
     from paytriage.lab.simulate import SCENARIO_KINDS, SimulationSpec, generate
-    from paytriage.notify.pagerduty.sender import pagerduty_worker
-    from paytriage.notify.slack.sender import slack_worker
-    from paytriage.reports.postmortem import render_postmortem
-    from paytriage.store import Store
 
     if not timedelta(hours=1) <= played <= PLAYED:
         hours = PLAYED / timedelta(hours=1)
         raise ValueError(f"the demo plays 1 to {hours:.0f} hours, not {played}")
     console = console or Console()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for sub in ("slack", "charts", "pagerduty"):
-        shutil.rmtree(out / sub, ignore_errors=True)
     end = (end or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
     played_from = end - played
     start = played_from - HISTORY
@@ -359,23 +224,12 @@ def run_demo(
     settings = load_settings(default_config_path(), secrets_for=())
     runbooks = settings.runbooks.model_copy(update={"dir": str(_resolve(settings.runbooks.dir))})
     settings = settings.model_copy(update={"runbooks": runbooks})
-    db = out / "paytriage-demo.db"
-    db.unlink(missing_ok=True)
-    store = Store.open(f"sqlite:///{db}")
-    runs, pipeline = pipeline_for(
-        settings, store, metrics, logs, chart_dir=out / ".charts", notify=True
-    )
-    now = {"t": played_from}
     real = None
     if slack_token and slack_channel:
         from slack_sdk import WebClient
 
         real = WebClient(token=slack_token, timeout=15)
-    slack = DemoSlack(out, real=real, real_channel=slack_channel)
-    sender = slack_worker(store, slack, clock=lambda: now["t"], thread_min_interval=timedelta(0))  # type: ignore[arg-type]
-    pd = DemoPages(out)
-    pager = pagerduty_worker(store, pd, "demo" * 8, clock=lambda: now["t"])  # type: ignore[arg-type]
-
+    slack = RecordingSlack(out, real=real, real_channel=slack_channel)
     shown: list[Panel] = []
     if not quiet_messages:
         slack.on_post = lambda p: shown.append(render_post(p))
@@ -388,38 +242,36 @@ def run_demo(
         transient=True,
     )
     total = int(played / M) + 1
+    seen_pages = [0]
+
     with progress:
         task = progress.add_task("Playing the day", total=total, clock="")
-        for step in replay_steps(metrics, runs, played_from, end, M):
-            now["t"] = step.at
-            pipeline.step(step.events, step.active, step.at, step.frames)
-            sender.drain()
-            n_pages = len(pd.events)
-            pager.drain()
-            shown.extend(page_panel(e) for e in pd.events[n_pages:])
+
+        def show(at: datetime, pages: RecordingPages) -> None:
+            shown.extend(page_panel(e) for e in pages.events[seen_pages[0] :])
+            seen_pages[0] = len(pages.events)
             if shown:
-                progress.console.print(Text(f"{step.at:%H:%M} UTC", style="bold yellow"))
+                progress.console.print(Text(f"{at:%H:%M} UTC", style="bold yellow"))
             for panel in shown:
                 progress.console.print(panel)
             shown.clear()
-            progress.update(task, advance=1, clock=f"{step.at:%H:%M} UTC")
+            progress.update(task, advance=1, clock=f"{at:%H:%M} UTC")
 
-    incidents = store.incidents(limit=100)
-    postmortem = None
-    main = _most_severe(incidents)
-    if main is not None:
-        body = render_postmortem(
-            main,
-            store.timeline(main.id),
-            store.audit_log(main.id),
-            now["t"],
-            template=_resolve(settings.postmortem.template),
+        played_out = replay_period(
+            settings,
+            metrics,
+            logs,
+            played_from,
+            end,
+            out,
+            slack=slack,
+            on_step=show,
+            postmortem_template=_resolve(settings.postmortem.template),
         )
-        store.add_postmortem(main.id, body, "demo", now["t"])
-        postmortem = out / f"postmortem-{main.id}.md"
-        postmortem.write_text(body, encoding="utf-8")
-    store.close()
-    result = DemoResult(incidents, slack.posted, pd.events, postmortem, out, scenarios)
+    incidents = played_out.incidents
+    main = _most_severe(incidents)
+    postmortem = played_out.postmortems.get(main.id) if main is not None else None
+    result = DemoResult(incidents, slack.posted, played_out.pages, postmortem, out, scenarios)
     _epilogue(console, result)
     return result
 
@@ -439,7 +291,7 @@ def _epilogue(console: Console, r: DemoResult) -> None:
     for inc in sorted(r.incidents, key=lambda i: i.opened_at):
         where = ", ".join(f"{k}={v}" for k, v in inc.dimensions.items()) or "platform"
         table.add_row(
-            inc.id,
+            inc.ref,
             f"{inc.opened_at:%H:%M}",
             f"{inc.resolved_at:%H:%M}" if inc.resolved_at else "open",
             inc.severity.value,
@@ -462,8 +314,9 @@ def _epilogue(console: Console, r: DemoResult) -> None:
     console.print(
         f"  {r.out / 'pagerduty'}/  {len(r.pages)} PagerDuty events (routing key left out)"
     )
-    if r.postmortem is not None:
-        console.print(f"  {r.postmortem}  the postmortem draft of the most severe incident")
     console.print(
-        f"  {r.out / 'paytriage-demo.db'}  the store (incidents, timeline, outbox, audit)"
+        f"  {r.out / 'postmortems'}/  a postmortem draft of every resolved incident"
+        + (f" (the most severe: {r.postmortem.name})" if r.postmortem is not None else "")
     )
+    console.print(f"  {r.out / 'incidents.json'}  the incidents as paged and as they ended")
+    console.print(f"  {r.out / 'paytriage.db'}  the store (incidents, timeline, outbox, audit)")

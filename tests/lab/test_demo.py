@@ -45,16 +45,30 @@ def test_every_injected_incident_is_found_once_on_its_slice_and_the_flash_sale_i
     assert len(incidents) == len(real)  # nothing else, the flash sale included
 
 
+def test_every_incident_ends_with_the_title_and_runbook_it_was_paged_with(
+    demo: tuple[object, str, Path],
+) -> None:
+    _, _, out = demo
+    doc = json.loads((out / "incidents.json").read_text())
+    assert doc["incidents"]
+    for inc in doc["incidents"]:
+        assert (inc["title"], inc["runbook"]) == (inc["final_title"], inc["final_runbook"])
+        assert inc["runbook"] is not None and inc["id"].startswith("INC-")
+        if inc["resolved_at"] is not None:
+            assert (out / "postmortems" / f"{inc['id']}.md").exists()
+
+
 def test_the_block_kit_it_wrote_is_what_slack_accepts(demo: tuple[object, str, Path]) -> None:
     _, screen, out = demo
     files = sorted((out / "slack").glob("*.json"))
-    roots = [json.loads(f.read_text()) for f in files if f.name.endswith("-postMessage.json")]
+    posts = [json.loads(f.read_text()) for f in files if f.name.endswith("-chat.postMessage.json")]
+    roots = [p for p in posts if "thread_ts" not in p]
     assert roots and all(r["blocks"] and r["text"] for r in roots)
     with SlackApiServer() as slack:
         client = WebClient(token=slack.token, base_url=slack.base_url)
         for f in files:
             body = json.loads(f.read_text())
-            if "-postMessage" in f.name or "-reply" in f.name:
+            if f.name.endswith("-chat.postMessage.json"):
                 body.pop("thread_ts", None)  # the demo's thread ids mean nothing to Slack
                 assert client.chat_postMessage(**body)["ok"]
         assert slack.spec_violations == []
@@ -74,7 +88,7 @@ def test_pages_postmortem_and_no_planted_secret_anywhere(demo: tuple[object, str
     assert all("routing_key" not in p for p in pages)
     pm = result.postmortem  # type: ignore[attr-defined]
     text = pm.read_text()
-    assert pm.exists() and pm.stem.removeprefix("postmortem-") in text
+    assert pm.exists() and f"`{pm.stem}`" in text  # postmortems/INC-n.md names INC-n
     assert "increase(payment_authorizations_total" in text  # figures cite their queries
     from paytriage.lab.demo import DEMO_SEED, HISTORY, PLAYED, demo_scenarios
     from paytriage.lab.simulate import (
@@ -95,7 +109,7 @@ def test_pages_postmortem_and_no_planted_secret_anywhere(demo: tuple[object, str
     for f in out.rglob("*"):
         if f.suffix in (".json", ".md"):
             written.append(f.read_text(errors="replace"))
-    conn = sqlite3.connect(out / "paytriage-demo.db")
+    conn = sqlite3.connect(out / "paytriage.db")
     written.append("\n".join(conn.iterdump()))
     conn.close()
     blob = "\n".join(written)
