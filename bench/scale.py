@@ -459,9 +459,8 @@ def child_cycles(
     def count(run: Any) -> None:
         assess = run.detector.assess
         if not hasattr(assess, "__wrapped__"):
-            run.detector = dataclasses.replace(
-                run.detector, assess=_counting(assess, breaching)
-            )
+            run.detector = dataclasses.replace(run.detector, assess=_counting(assess, breaching))
+
     for run in cycle.runs:
         count(run)
 

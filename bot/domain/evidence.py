@@ -273,15 +273,37 @@ class TopValue(Section):
     share_of_excess: float | None = None
     significant: bool = False
     queries: tuple[QueryRef, ...] = ()
+    specific: bool = False  # it rose well beyond the dimension's other values
 
 
 @dataclass(frozen=True)
 class DimensionItem(Section):
-    """The top values of one dimension (``missing``: why there are none)."""
+    """The values of one dimension that stand out (significant), at most three
+    (``missing``: why there are none); ``standing_out`` of ``values`` stand out in all, and
+    ``alike`` says they all rose about alike (none is specific)."""
 
     dimension: str
     missing: str | None = None
     top: tuple[TopValue, ...] = ()
+    standing_out: int = 0
+    values: int = 0
+    alike: bool = False
+
+    @property
+    def heading(self) -> str:
+        """``top 3 of the 5 that stand out, of 7 values``, or ``none of 7 values stands
+        out`` (plain text; empty for evidence stored before these counts were kept)."""
+        if not self.values:
+            return ""
+        if not self.top:
+            return f"none of {self.values} values stands out"
+        shown = len(self.top)
+        if self.standing_out > shown:
+            lead = f"top {shown} of the {self.standing_out} that stand out"
+        else:
+            lead = f"{shown} that stand{'s' if shown == 1 else ''} out"
+        alike = "; they all rose about alike" if self.alike else ""
+        return f"{lead}, of {self.values} values{alike}"
 
 
 @dataclass(frozen=True)
@@ -372,6 +394,7 @@ class ChangeItem(Section):
     description: str = ""
     minutes_before_onset: float | None = None  # negative: after the onset
     mentions: tuple[str, ...] = ()
+    score: float | None = None  # how likely a cause (evidence.changes.change_score)
 
     @property
     def when(self) -> str:
@@ -384,7 +407,8 @@ class ChangeItem(Section):
 
 @dataclass(frozen=True)
 class ChangesSection(Section):
-    """The changes around ``onset``, most suspicious first (``total``: all that matched)."""
+    """The changes around ``onset``, likeliest cause first (``total``: all that matched);
+    each says whether it came before or after the onset."""
 
     items: tuple[ChangeItem, ...] = ()
     total: int = 0
@@ -428,8 +452,38 @@ class ChartSection(Section):
 
 
 @dataclass(frozen=True)
+class RunbookGroup(Section):
+    """One heading of a runbook's steps (``First 5 minutes``, ``Mitigate``...) and its steps
+    (Markdown); ``queries``: a step of it refers to the runbook's queries ("PromQL below"),
+    so readers show the queries right after it."""
+
+    heading: str
+    steps: tuple[str, ...] = ()
+    queries: bool = False
+
+
+@dataclass(frozen=True)
+class RunbookQuery(Section):
+    """One item of a runbook's queries: ``text`` (Markdown: what it shows, or a query in
+    inline code) and a ``code`` block in ``lang`` (``promql``, ``json``...), filled in with
+    the incident's dimensions; ``notes`` say which placeholders were left unfilled and why."""
+
+    text: str = ""
+    lang: str = ""
+    code: str = ""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RunbookSection(Section):
-    """The runbook matched (``id`` None: none matched) and ``reason``, why (or why not)."""
+    """The runbook matched (``id`` None: none matched) and ``reason``, why (or why not).
+
+    ``steps``: the first steps (for summaries); ``groups``: every step under its heading,
+    ``escalation``: who to call, ``queries``: the runbook's queries; all Markdown with
+    absolute links (or plain text where no base URL is known) and the incident's dimensions
+    filled in. ``link``: the published runbook (an http(s) URL) or, without a base URL,
+    the file's path on the bot's host; ``name``: the file's name in the runbooks directory.
+    """
 
     id: str | None
     title: str | None = None
@@ -437,6 +491,10 @@ class RunbookSection(Section):
     owner: str | None = None
     reason: str | None = None
     steps: tuple[str, ...] = ()
+    name: str | None = None
+    groups: tuple[RunbookGroup, ...] = ()
+    escalation: tuple[str, ...] = ()
+    queries: tuple[RunbookQuery, ...] = ()
 
     def to_json(self) -> Json:
         if self == RunbookSection(None, reason=self.reason):  # none matched: only why
@@ -542,6 +600,8 @@ __all__ = [
     "LogsSection",
     "Onset",
     "PatternItem",
+    "RunbookGroup",
+    "RunbookQuery",
     "RunbookSection",
     "TopValue",
     "query_from_json",

@@ -68,6 +68,9 @@ class Contribution:
     is ``failures - attempts * baseline_rate`` (negative: better than usual; NaN: no
     baseline), ``share`` the excess over the slice's excess (NaN when that is not positive).
     ``p_value`` / ``significant``: is the rise more than its volume explains?
+    ``specific``: significant, and it rose at least ``SPECIFIC_FACTOR`` times as much as the
+    dimension's other values together (when every method rose fourfold, card carrying most
+    of the excess is volume, not a card problem).
     """
 
     dimension: str
@@ -85,6 +88,7 @@ class Contribution:
     p_value: float
     significant: bool
     queries: tuple[QueryRef, ...] = ()
+    specific: bool = False
 
     @property
     def key(self) -> LabelKey:
@@ -117,6 +121,30 @@ class Contribution:
         if self.baseline_pooled:
             notes.append("baseline: the whole slice's rate")
         return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+SPECIFIC_FACTOR = 1.5  # how much more than the other values a value must rise to be "the" one
+
+
+def _mark_specific(rows: list[Contribution]) -> list[Contribution]:
+    """Each significant value that rose ``SPECIFIC_FACTOR`` times as much as the others
+    pooled (failures over what their baselines expected). A dimension with one value says
+    nothing of its own: that value is the slice."""
+    known = [c for c in rows if math.isfinite(c.baseline_rate)]
+    total_f = sum(c.failures for c in known)
+    total_expected = sum(c.attempts * c.baseline_rate for c in known)
+    out = []
+    for c in rows:
+        specific = False
+        if c.significant and c in known and len(known) > 1:
+            expected = c.attempts * c.baseline_rate
+            rest_expected = total_expected - expected
+            rest_f = total_f - c.failures
+            own = c.failures / expected if expected > 0 else math.inf
+            rest = rest_f / rest_expected if rest_expected > 0 else math.inf
+            specific = own >= SPECIFIC_FACTOR * max(rest, 1.0)
+        out.append(replace(c, specific=specific) if specific else c)
+    return out
 
 
 def _by_value(counts: Mapping[LabelKey, Counts], dimension: str) -> dict[str, Counts]:
@@ -231,6 +259,10 @@ def breakdown(
             )
         )
 
+    if not shared_denominator:
+        rows = _mark_specific(rows)
+    else:  # decline reasons share one denominator: a reason carrying the excess is the news
+        rows = [replace(c, specific=c.significant) for c in rows]
     if total_excess is None:
         if shared_denominator:
             total_excess = sum(c.excess for c in rows if math.isfinite(c.excess))

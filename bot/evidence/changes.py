@@ -3,11 +3,19 @@
 :func:`gather_changes` reads the change-events index (docs/telemetry.md: ``@timestamp``,
 ``service``, ``kind``, ``version``, ``author``, ``description``) over
 ``[onset - lookback, onset + after)`` with exact-match filters only, and :func:`rank_changes`
-(pure) orders what it found: changes at or before onset first, the closest to onset first;
-changes just after onset are listed but ranked after every change before it. When the
-incident's dimensions are given, a change whose description names one of their values (the
-PSP, the country, the method) is ranked ahead of the others on its side of the onset.
-Descriptions and authors are redacted before anyone sees them.
+(pure) orders what it found by a stated score (:func:`change_score`):
+
+* naming one of the incident's dimension values (its PSP, country, method) counts most (2);
+* closeness to the onset counts up to 1: linearly from 1 at the onset to 0 at ``lookback``
+  before it; a change after the onset up to half that, falling to 0 at ``after`` (the
+  onset is an estimate, and a change just after it can still be the cause);
+* our own changes (deploys, config, feature flags) add 0.5, a PSP's status post naming the
+  incident's PSP too. A status post of *another* PSP, when the incident is a PSP's, is no
+  evidence and is left out.
+
+Each change says where it sits (before or after the onset) itself, so no heading claims
+"before onset" for a list that holds both. Descriptions and authors are redacted before
+anyone sees them.
 """
 
 from __future__ import annotations
@@ -52,10 +60,35 @@ class Change:
     seconds_before_onset: float
     query: QueryRef
     mentions: tuple[str, ...] = ()  # incident dimension values its description names
+    score: float = 0.0  # how likely a cause: see change_score
 
     @property
     def after_onset(self) -> bool:
         return self.seconds_before_onset < 0
+
+
+OWN_KINDS = frozenset({"deploy", "config", "feature_flag"})
+PSP_STATUS = "psp_status"
+
+
+def change_score(c: Change, lookback: timedelta, after: timedelta) -> float:
+    """How likely ``c`` caused the incident (see the module's docstring): dimension match 2,
+    closeness to onset up to 1 (after the onset up to 0.5), our own change or the incident's
+    PSP's status post 0.5."""
+    match = 2.0 if c.mentions else 0.0
+    if c.after_onset:
+        span = after.total_seconds()
+        near = 0.5 * max(0.0, 1 - -c.seconds_before_onset / span) if span > 0 else 0.0
+    else:
+        span = lookback.total_seconds()
+        near = max(0.0, 1 - c.seconds_before_onset / span) if span > 0 else 1.0
+    kind = 0.5 if c.kind in OWN_KINDS or (c.kind == PSP_STATUS and c.mentions) else 0.0
+    return round(match + near + kind, 3)
+
+
+def unrelated(c: Change, dimensions: Mapping[str, str] | None) -> bool:
+    """A PSP's status post that does not name the incident's PSP: another PSP's news."""
+    return c.kind == PSP_STATUS and bool((dimensions or {}).get("psp")) and not c.mentions
 
 
 @dataclass(frozen=True)
@@ -71,19 +104,17 @@ class ChangeEvidence:
     missing: str | None = None
 
 
-def rank_changes(changes: Iterable[Change]) -> list[Change]:
-    """Most suspicious first: at or before onset before after onset; on each side, changes
-    naming an incident dimension value first, then the closest to onset."""
+def rank_changes(
+    changes: Iterable[Change],
+    lookback: timedelta = timedelta(hours=2),
+    after: timedelta = timedelta(minutes=15),
+) -> list[Change]:
+    """Most likely cause first, by :func:`change_score` (each change keeps its score); ties
+    go to the closer to onset."""
+    scored = [replace(c, score=change_score(c, lookback, after)) for c in changes]
     return sorted(
-        changes,
-        key=lambda c: (
-            c.after_onset,
-            not c.mentions,
-            abs(c.seconds_before_onset),
-            c.service,
-            c.kind,
-            c.description,
-        ),
+        scored,
+        key=lambda c: (-c.score, abs(c.seconds_before_onset), c.service, c.kind, c.description),
     )
 
 
@@ -191,15 +222,16 @@ def gather_changes(
     except SourceError as exc:
         detail = f"{exc.source} {exc.kind.value} error: {red(exc.detail)}"
         return replace(evidence, missing=f"changes unavailable: {detail}")
-    found = [
-        c
-        for c in (
-            to_change(h, onset, query, fields=flds, dimensions=dimensions, redact=red)
-            for h in res.hits
-        )
-        if c is not None
+    read = [
+        to_change(h, onset, query, fields=flds, dimensions=dimensions, redact=red) for h in res.hits
     ]
-    return replace(evidence, changes=tuple(rank_changes(found)), total=res.total)
+    found = [c for c in read if c is not None and not unrelated(c, dimensions)]
+    left_out = sum(1 for c in read if c is not None) - len(found)
+    return replace(
+        evidence,
+        changes=tuple(rank_changes(found, lookback, after)),
+        total=max(0, res.total - left_out),
+    )
 
 
 __all__ = [
@@ -207,6 +239,7 @@ __all__ = [
     "DEFAULT_KINDS",
     "Change",
     "ChangeEvidence",
+    "change_score",
     "gather_changes",
     "mentioned",
     "rank_changes",

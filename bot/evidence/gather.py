@@ -40,7 +40,7 @@ from paytriage.domain.evidence import (
 )
 from paytriage.domain.findings import Finding
 from paytriage.domain.incidents import Incident, MemberKey, related
-from paytriage.evidence.breakdown import Breakdown
+from paytriage.evidence.breakdown import Breakdown, DimensionBreakdown
 from paytriage.evidence.breakdown import gather_breakdown as read_breakdown
 from paytriage.evidence.changes import ChangeEvidence, gather_changes
 from paytriage.evidence.chart import chart_finding
@@ -80,28 +80,39 @@ def breakdown_section(b: Breakdown) -> BreakdownSection:
         baseline=b.baseline_text(b.baseline_kind),
         excess=_num(b.excess),
         dimensions=tuple(
-            DimensionItem(
-                dimension=d.dimension,
-                missing=d.missing,
-                top=tuple(
-                    TopValue(
-                        value=c.value,
-                        text=c.describe(),
-                        rate=_num(c.rate),
-                        baseline_rate=_num(c.baseline_rate),
-                        failures=_num(c.failures),
-                        attempts=_num(c.attempts),
-                        share_of_excess=_num(c.share),
-                        significant=c.significant,
-                        queries=c.queries,
-                    )
-                    for c in d.top(3)
-                ),
-            )
+            dimension_item(d)
             for d in b.breakdowns
         ),
         missing=tuple(b.missing),
         queries=tuple(b.queries),
+    )
+
+
+def dimension_item(d: DimensionBreakdown, shown: int = 3) -> DimensionItem:
+    """The values of a dimension that stand out (significant), at most ``shown``: a value
+    that does not stand out is noise to the person reading, so it is counted, not listed."""
+    standing = [c for c in d.contributions if c.significant]
+    return DimensionItem(
+        dimension=d.dimension,
+        missing=d.missing,
+        top=tuple(
+            TopValue(
+                value=c.value,
+                text=c.describe(),
+                rate=_num(c.rate),
+                baseline_rate=_num(c.baseline_rate),
+                failures=_num(c.failures),
+                attempts=_num(c.attempts),
+                share_of_excess=_num(c.share),
+                significant=c.significant,
+                queries=c.queries,
+                specific=c.specific,
+            )
+            for c in standing[:shown]
+        ),
+        standing_out=len(standing),
+        values=len(d.contributions),
+        alike=bool(standing) and not any(c.specific for c in standing),
     )
 
 
@@ -157,6 +168,7 @@ def changes_section(ev: ChangeEvidence) -> ChangesSection:
                 description=c.description,
                 minutes_before_onset=round(c.seconds_before_onset / 60, 1),
                 mentions=tuple(c.mentions),
+                score=c.score,
             )
             for c in ev.changes[:10]
         ),

@@ -347,13 +347,9 @@ class IncidentPipeline:
         if m.runbook is None:
             return None, RunbookSection(None, reason=m.reason)
         rb = m.runbook
-        return rb.id, RunbookSection(
-            id=rb.id,
-            title=rb.title,
-            link=rb.link(self.runbook_base_url),
-            owner=rb.owner,
-            reason=m.reason,
-            steps=tuple(rb.steps[:8]),
+        # Every step by heading, escalation and queries, filled in for the incident's slice.
+        return rb.id, rb.for_incident(
+            inc.dimensions, base_url=self.runbook_base_url, reason=m.reason
         )
 
 

@@ -25,7 +25,15 @@ side by side.
 
 A runbook's *steps* (what an incident summary lists as open next steps) are the numbered
 and checkbox list items under a ``Steps`` (or ``Next steps``, ``Checklist``) heading and
-its subsections; each step is the item's first paragraph.
+its subsections; each step is the item's first paragraph. The list items under an
+``Escalation`` heading say who to call; the paragraphs and fenced code blocks under a
+``Queries`` heading are the runbook's queries, which steps refer to ("(PromQL below)").
+
+For an incident, :meth:`Runbook.for_incident` gives what readers show (the evidence's
+``RunbookSection``): every step under its heading, the escalation and the queries, with
+relative links made absolute (or plain text when no base URL is known) and the quoted
+placeholders of queries and inline code (``psp="<psp>"``) filled in with the incident's
+dimensions, only with values that are plain label values (:func:`fill_placeholders`).
 
 Everything here is pure apart from reading the files; nothing touches the network.
 """
@@ -33,7 +41,9 @@ Everything here is pure apart from reading the files; nothing touches the networ
 from __future__ import annotations
 
 import difflib
+import json
 import math
+import posixpath
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -42,28 +52,35 @@ from datetime import date, datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal, cast
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urljoin
 
 import yaml
 
 from paytriage.config.loader import line_index
 from paytriage.core.files import FileProblem, load_yaml, read_text
+from paytriage.core.promql import promql_string
+from paytriage.domain.evidence import RunbookGroup, RunbookQuery, RunbookSection
 
 __all__ = [
     "SOURCE_DOWN",
     "Condition",
     "LintProblem",
+    "QueryBlock",
     "Rule",
     "Runbook",
     "RunbookError",
     "RunbookMatch",
     "extract_steps",
+    "fill_placeholders",
     "heading_anchors",
     "lint",
     "load_runbooks",
     "match",
     "parse_runbook",
+    "refers_to_queries",
+    "resolve_links",
     "runbook_files",
+    "safe_label_value",
 ]
 
 SOURCE_DOWN = "source_down"
@@ -77,6 +94,9 @@ REQUIRED_KEYS = ("id", "title", "owner", "last_reviewed", "applies_to")
 RULE_KEYS = ("detectors", "dimensions", "when")
 RANGE_OPS = ("gt", "gte", "lt", "lte")
 STEP_HEADINGS = frozenset({"steps", "next steps", "checklist"})
+ESCALATION_HEADINGS = frozenset({"escalation", "escalate", "who to call"})
+QUERY_HEADINGS = frozenset({"queries", "query"})
+SUMMARY_STEPS = 8  # the steps an incident's summary lists (RunbookSection.steps)
 MAX_REVIEW_AGE = timedelta(days=365)
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -90,6 +110,24 @@ _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
 _INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*(<[^>]*>|[^)\s]+)(?:\s+[^)]*)?\)")
 _REF_LINK = re.compile(r"^ {0,3}\[[^\]]+\]:\s*(<[^>]*>|\S+)")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+_ITEM = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*+])\s+(?:\[[ xX]\]\s+)?(.*\S)\s*$")
+# An inline code span, or an inline link with its text and target (and an optional title).
+_MD_TOKEN = re.compile(
+    r"(?P<code>(?P<ticks>`+)(?:(?!(?P=ticks)).)+?(?P=ticks))"
+    r"|(?P<link>!?\[(?P<text>(?:[^\[\]]|\[[^\]]*\])*)\]"
+    r"\(\s*(?P<target><[^>]*>|(?:[^()\s]|\([^()\s]*\))+)(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?\s*\))"
+)
+# A step referring to the runbook's queries: "(query below)", "(P95 and P99 PromQL below)",
+# "(PromQL)".
+_QUERY_REF = re.compile(
+    r"\((?:[^()]*\b(?:query|queries|promql|opensearch)\b[^()]*\bbelow|"
+    r"\s*(?:the\s+)?(?:query|queries|promql)\s*)\)",
+    re.IGNORECASE,
+)
+_BELOW = re.compile(r"\bbelow\)", re.IGNORECASE)
+# A placeholder the bot fills: a dimension key in angle brackets, inside double quotes.
+_PLACEHOLDER = re.compile(r'"<([A-Za-z_][A-Za-z0-9_]{0,63})>"')
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/+\-]{0,63}")
 
 Scalar = str | int | float | bool
 Severity = Literal["error", "warning"]
@@ -206,6 +244,8 @@ class Runbook:
     body: str  # the Markdown after the front matter
     steps: tuple[str, ...]  # the next-step items, in order (see extract_steps)
     step_sections: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (heading, its steps)
+    escalation: tuple[str, ...] = ()  # the items under the Escalation heading
+    queries: tuple[QueryBlock, ...] = ()  # the paragraphs and code under Queries
 
     @property
     def detectors(self) -> frozenset[str]:
@@ -216,6 +256,66 @@ class Runbook:
         directory) joined with the file name; without one, the file's path as loaded."""
         url = f"{base_url.rstrip('/')}/{quote(self.name)}" if base_url else self.path.as_posix()
         return f"{url}#{anchor}" if anchor else url
+
+    def for_incident(
+        self,
+        dimensions: Mapping[str, str],
+        *,
+        base_url: str | None = None,
+        reason: str | None = None,
+    ) -> RunbookSection:
+        """What readers show of this runbook for an incident on ``dimensions``: every step
+        under its heading, the escalation and the queries, links resolved against
+        ``base_url`` (:func:`resolve_links`) and placeholders filled in
+        (:func:`fill_placeholders`). The first group whose steps refer to the queries
+        ("(PromQL below)") is marked: readers show the queries right after it, and later
+        references say "above"; without queries, they say "in the runbook"."""
+        dims = dict(dimensions)
+        has_queries = any(q.code or _INLINE_CODE.search(q.text) for q in self.queries)
+        placed = False
+
+        def prose(text: str, queries_shown: str | None = None) -> str:
+            """``queries_shown``: where the queries are, as a step reads it: "below"
+            (unchanged), "above", or "in the runbook" when they are not shown."""
+            text = _fill_inline(resolve_links(text, base_url, self.name), dims)[0]
+            if not has_queries:
+                queries_shown = "in the runbook"
+            return text if queries_shown is None else _BELOW.sub(f"{queries_shown})", text)
+
+        groups: list[RunbookGroup] = []
+        for heading, steps in self.step_sections:
+            texts = tuple(prose(s, "above" if placed else None) for s in steps)
+            refers = has_queries and not placed and any(refers_to_queries(s) for s in steps)
+            placed = placed or refers
+            groups.append(RunbookGroup(heading=heading, steps=texts, queries=refers))
+        queries: list[RunbookQuery] = []
+        for q in self.queries:
+            text, notes = _fill_inline(resolve_links(q.text, base_url, self.name), dims)
+            code, code_notes = fill_placeholders(q.code, dims, q.lang) if q.code else ("", ())
+            notes = tuple(dict.fromkeys((*notes, *code_notes)))
+            queries.append(RunbookQuery(text=text, lang=q.lang, code=code, notes=notes))
+        return RunbookSection(
+            id=self.id,
+            title=self.title,
+            link=self.link(base_url),
+            owner=self.owner,
+            reason=reason,
+            steps=tuple(prose(s, "in the runbook") for s in self.steps[:SUMMARY_STEPS]),
+            name=self.name,
+            groups=tuple(groups),
+            escalation=tuple(prose(e, "above") for e in self.escalation),
+            queries=tuple(queries),
+        )
+
+
+@dataclass(frozen=True)
+class QueryBlock:
+    """One item of a runbook's Queries section: a paragraph (``text``, Markdown) and the
+    fenced code block right after it (``lang`` from its info string), either may be empty."""
+
+    text: str = ""
+    lang: str = ""
+    code: str = ""
 
 
 @dataclass(frozen=True)
@@ -459,6 +559,8 @@ def _parse(path: Path, text: str, name: str | None) -> tuple[Runbook | None, lis
         body=body,
         steps=tuple(text for _, text in sectioned),
         step_sections=_group_sections(sectioned),
+        escalation=_escalation(body),
+        queries=_query_blocks(body),
     )
     return runbook, []
 
@@ -606,6 +708,205 @@ def _sectioned_steps(body: str) -> list[tuple[str, str]]:
     return [(h, text) for h, text in steps if text]
 
 
+def _section_lines(body: str, names: frozenset[str]) -> list[str]:
+    """The lines under the first heading named in ``names`` (case-insensitive, a trailing
+    colon ignored), up to the next heading of the same or a higher level."""
+    out: list[str] = []
+    level: int | None = None
+    for _, line, fenced in _scan(body):
+        h = None if fenced else _HEADING.match(line)
+        if h:
+            if level is not None and len(h.group(1)) <= level:
+                break
+            if level is None and h.group(2).strip().rstrip(":").lower() in names:
+                level = len(h.group(1))
+                continue
+        if level is not None:
+            out.append(line)
+    return out
+
+
+def _escalation(body: str) -> tuple[str, ...]:
+    """The items (first paragraph each, whitespace collapsed) under the Escalation heading;
+    a paragraph outside a list counts as one item."""
+    items: list[list[str]] = []
+    current: list[str] | None = None
+    for _, line in _outside_fences("\n".join(_section_lines(body, ESCALATION_HEADINGS))):
+        item = _ITEM.match(line)
+        if item:
+            current = [item.group(1)]
+            items.append(current)
+        elif not line.strip() or _HEADING.match(line):
+            current = None
+        elif current is not None:
+            current.append(line.strip())
+        else:
+            current = [line.strip()]
+            items.append(current)
+    return tuple(" ".join(" ".join(i).split()) for i in items if i)
+
+
+def _query_blocks(body: str) -> tuple[QueryBlock, ...]:
+    """The Queries section: each paragraph with the fenced code block right after it (if
+    one is), and code blocks on their own."""
+    parts: list[QueryBlock] = []  # paragraphs (text only) and code blocks (no text), in order
+    para: list[str] = []
+    fence: str | None = None
+    lang = ""
+    code: list[str] = []
+    for line in [*_section_lines(body, QUERY_HEADINGS), ""]:
+        if fence is not None:
+            if (
+                _FENCE.match(line)
+                and line.strip().startswith(fence)
+                and not line.strip().strip(fence[0])
+            ):
+                parts.append(QueryBlock("", lang, "\n".join(code).rstrip()))
+                fence, code = None, []
+            else:
+                code.append(line)
+            continue
+        m = _FENCE.match(line)
+        if m or not line.strip():
+            if para:
+                parts.append(QueryBlock(" ".join(para)))
+                para = []
+            if m:
+                fence = m.group(1)
+                info = line.strip()[len(fence) :].split()
+                lang = info[0].lower() if info else ""
+            continue
+        para.append(line.strip())
+    if fence is not None and code:  # an unclosed fence runs to the end
+        parts.append(QueryBlock("", lang, "\n".join(code).rstrip()))
+    out: list[QueryBlock] = []
+    for part in parts:
+        if part.code and out and out[-1].text and not out[-1].code:
+            out[-1] = QueryBlock(out[-1].text, part.lang, part.code)
+        else:
+            out.append(part)
+    return tuple(out)
+
+
+def refers_to_queries(step: str) -> bool:
+    """Whether a step refers to the runbook's queries: "(query below)", "(PromQL below)",
+    "(P95 and P99 PromQL below)", "(PromQL)"."""
+    return _QUERY_REF.search(_INLINE_CODE.sub("", step)) is not None
+
+
+def resolve_links(text: str, base_url: str | None, name: str) -> str:
+    """Runbook Markdown with every inline link usable where the runbook is read out of its
+    directory. Absolute links (http, https, mailto) stay; relative ones (``other.md``,
+    ``other.md#heading``, ``#heading``, ``../config/x.yaml``) become links to where the
+    runbooks are published when ``base_url`` is known (``name``: this runbook's path in the
+    runbooks directory), else plain text: the link's text, naming the runbook file for a
+    link to another runbook (``PSP outage (`psp-outage.md`)``). Links of any other scheme
+    (``javascript:``) become their text. Code spans are left alone."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group("code"):
+            return m.group(0)
+        label = m.group("text").strip()
+        target = m.group("target").strip("<>").strip()
+        if target.lower().startswith(("http://", "https://", "mailto:")):
+            return f"[{label}]({target})"
+        if _SCHEME.match(target) or target.startswith("//"):
+            return label
+        file_part = target.partition("#")[0]
+        if base_url:
+            page = f"{base_url.rstrip('/')}/{quote(name)}"
+            return f"[{label}]({urljoin(page, target)})"
+        if not file_part:
+            return label
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(name), unquote(file_part)))
+        if path.lower().endswith(".md") and not path.startswith("../"):
+            return f"{label} (`{path}`)"
+        return label
+
+    return _MD_TOKEN.sub(one, text)
+
+
+def safe_label_value(value: object) -> bool:
+    """Whether a dimension value may be filled into a query: a plain label value (a letter
+    or digit, then letters, digits and ``_ . : / + -``, 64 characters at most). Nothing
+    such a value holds can end a quoted string in PromQL, JSON or a Lucene query."""
+    return isinstance(value, str) and _LABEL_VALUE.fullmatch(value) is not None
+
+
+def _quoted(value: str, lang: str) -> str | None:
+    """``value`` as a double-quoted string of ``lang``; None unless that is just the value
+    between quotes (so that escaping could never be needed)."""
+    quoted = promql_string(value) if lang == "promql" else json.dumps(value)
+    return quoted if quoted == f'"{value}"' else None
+
+
+def fill_placeholders(
+    code: str, dimensions: Mapping[str, str], lang: str = ""
+) -> tuple[str, tuple[str, ...]]:
+    """``code`` with each quoted placeholder (``"<psp>"``) replaced by the incident's value
+    of that dimension, and notes on the ones left. Only plain label values are filled in
+    (:func:`safe_label_value`), never anything else: a refused value leaves the placeholder
+    and a note that does not repeat it. A dimension the incident does not have leaves the
+    placeholder too; in PromQL (``lang`` ``promql``) an equality matcher on it
+    (``psp="<psp>"``) is dropped instead, so the query runs over every value. Unquoted
+    placeholders (``--at <time>``) are for people to fill and left alone."""
+    missing: dict[str, None] = {}
+    refused: dict[str, None] = {}
+
+    def one(m: re.Match[str]) -> str:
+        key = m.group(1)
+        value = dimensions.get(key)
+        if value is None:
+            missing[key] = None
+            return m.group(0)
+        quoted = _quoted(value, lang) if safe_label_value(value) else None
+        if quoted is None:
+            refused[key] = None
+            return m.group(0)
+        return quoted
+
+    out = _PLACEHOLDER.sub(one, code)
+    notes: list[str] = []
+    for key in missing:
+        dropped = False
+        if lang == "promql":
+            out, dropped = _drop_matcher(out, key)
+        if dropped:
+            notes.append(f"This incident has no {key}: the {key} matcher is left out.")
+        else:
+            notes.append(f"This incident has no {key}: replace <{key}> or drop that filter.")
+    notes += [
+        f"The incident's {key} is not a plain label value, so it is not filled in: replace <{key}>."
+        for key in refused
+    ]
+    return out, tuple(notes)
+
+
+def _drop_matcher(promql: str, key: str) -> tuple[str, bool]:
+    """PromQL without the equality matchers ``key="<key>"`` (and their comma); a selector
+    left with no matcher loses its braces."""
+    matcher = rf'\b{re.escape(key)}\s*=\s*"<{re.escape(key)}>"'
+    out = re.sub(rf"(?<=[A-Za-z0-9_:])\{{\s*{matcher}\s*\}}", "", promql)
+    out = re.sub(rf"\s*,\s*{matcher}", "", out)
+    out = re.sub(rf"{matcher}\s*,\s*", "", out)
+    return out, out != promql and f'"<{key}>"' not in out
+
+
+def _fill_inline(text: str, dimensions: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
+    """Markdown with the quoted placeholders of its code spans filled in, and the notes on
+    those left (see :func:`fill_placeholders`)."""
+    notes: list[str] = []
+
+    def one(m: re.Match[str]) -> str:
+        if not m.group("code"):
+            return m.group(0)
+        code, why = fill_placeholders(m.group(0), dimensions)
+        notes.extend(why)
+        return code
+
+    return _MD_TOKEN.sub(one, text), tuple(dict.fromkeys(notes))
+
+
 def _links(text: str) -> Iterator[tuple[int, str]]:
     """(line, target) of every inline or reference link outside code."""
     for n, line in _outside_fences(text):
@@ -748,6 +1049,17 @@ def _lint_runbook(rb: Runbook, known: set[str], today: date) -> list[LintProblem
                 "no steps: add numbered or checkbox items under a '## Steps' heading",
             )
         )
+    if not any(q.code or _INLINE_CODE.search(q.text) for q in rb.queries):
+        for n, step in enumerate(rb.steps, start=1):
+            ref = _QUERY_REF.search(_INLINE_CODE.sub("", step))
+            if ref is not None:
+                out.append(
+                    LintProblem(
+                        rb.path,
+                        f"step {n} refers to a query {ref.group(0)} but the runbook has none: "
+                        "add it in a code block under a '## Queries' heading",
+                    )
+                )
     return out
 
 

@@ -286,7 +286,7 @@ class Figure:
 class Hypothesis:
     """What the evidence suggests, for people to confirm or reject: never a conclusion."""
 
-    kind: str  # "a change before onset", "the top rising log pattern", ...
+    kind: str  # "the likeliest change", "the top rising log pattern", ...
     label: str
     text: str
     citations: tuple[Citation, ...] = ()
@@ -918,8 +918,10 @@ class _Draft:
                     for t in d.top
                     if t.significant and t.value not in own
                 ]
+                more = d.standing_out - len(d.top) if d.standing_out > len(d.top) else 0
+                listed = ", ".join(found) + (f" and {more} more" if more else "")
                 parts.append(
-                    f"{', '.join(found)} (significant in the breakdown by {dim})"
+                    f"{listed} (significant in the breakdown by {dim})"
                     if found
                     else f"none stood out in the breakdown by {dim}"
                 )
@@ -1025,19 +1027,14 @@ class _Draft:
         )
 
     def hypotheses(self, lead: FindingItem, cause: object) -> tuple[Hypothesis, ...]:
-        """The top change before onset, the top rising log pattern and error code, the
+        """The likeliest change near the onset, the top rising log pattern and error code, the
         dominant breakdown value and the kind of failure: each for people to confirm."""
         out = []
         ch = self.section("changes", self.ev.changes)
-        if not isinstance(ch, str):
-            before = [
-                c
-                for c in ch.items
-                if c.minutes_before_onset is not None and c.minutes_before_onset >= 0
-            ]
-            if before:
-                text = f"A change {before[0].when} may have caused it: {_change_what(before[0])}."
-                out.append(self.hypothesis("a change before onset", text, _group(ch.queries)))
+        if not isinstance(ch, str) and ch.items:
+            likeliest = ch.items[0]  # evidence.changes ranks them, before or after onset
+            text = f"A change {likeliest.when} may have caused it: {_change_what(likeliest)}."
+            out.append(self.hypothesis("the likeliest change", text, _group(ch.queries)))
         logs = self.section("logs", self.ev.logs)
         if not isinstance(logs, str):
             src = _group(logs.queries)
@@ -1078,7 +1075,10 @@ class _Draft:
         for d in b.dimensions if not isinstance(b, str) else ():
             for top in d.top:
                 share = top.share_of_excess
-                if top.significant and share is not None and (best is None or share > best[0]):
+                # Specific: it rose well beyond the others (not "card" when every method
+                # rose alike and card only carries the most volume).
+                specific = top.specific or (top.significant and not d.values)  # older rows
+                if specific and share is not None and (best is None or share > best[0]):
                     best = (share, d.dimension, top)
         return best
 

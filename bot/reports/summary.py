@@ -25,7 +25,14 @@ from slack_sdk.models.blocks import (
 
 from paytriage.domain.lifecycle import State
 from paytriage.evidence.impact import format_window
-from paytriage.notify.slack.render import cut, duration, evidence_lines, mrkdwn, where
+from paytriage.notify.slack.render import (
+    cut,
+    duration,
+    evidence_lines,
+    mrkdwn,
+    runbook_mrkdwn,
+    where,
+)
 from paytriage.store import Entry, StoredIncident
 from paytriage.store.store import AuditEntry
 
@@ -199,7 +206,7 @@ def build_summary(
     )
     rb = ev.runbook
     if rb is not None and rb.steps:
-        numbered = "\n".join(f"{i}. {mrkdwn(s)}" for i, s in enumerate(rb.steps, 1))
+        numbered = "\n".join(f"{i}. {runbook_mrkdwn(s)}" for i, s in enumerate(rb.steps, 1))
         title = mrkdwn(rb.title or rb.id)
         blocks.append(
             SectionBlock(

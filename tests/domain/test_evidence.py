@@ -198,6 +198,9 @@ def test_the_stored_shape_is_the_one_every_reader_knew() -> None:
         "dimension": "merchant",
         "missing": "query timed out",
         "top": [],
+        "standing_out": 0,
+        "values": 0,
+        "alike": False,
     }
     assert d["logs"]["before"] == ["2026-11-16T08:40:00Z", "2026-11-16T08:50:00Z"]
     assert d["changes"]["items"][0]["mentions"] == ["stripe"]

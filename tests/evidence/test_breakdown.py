@@ -459,3 +459,40 @@ def test_captures_by_psp_use_the_same_machinery() -> None:
 def test_a_window_that_does_not_end_after_it_starts_is_refused() -> None:
     with pytest.raises(ValueError, match="must end after it starts"):
         gather_breakdown(FakeSource({}), AUTHORIZATIONS, {}, END, END)
+
+
+def method(name: str) -> LabelKey:
+    return (("method", name),)
+
+
+def test_a_value_is_specific_only_when_it_rose_beyond_the_others() -> None:
+    """Issue 20, finding 6: "specific to method=card" when every method rose fourfold
+    (card only carries the most volume)."""
+    week = {method("card"): (80.0, 8000.0), method("paypal"): (20.0, 2000.0)}
+    alike = {method("card"): (320.0, 8000.0), method("paypal"): (80.0, 2000.0)}
+    rows = by_value(breakdown(alike, week, "method"))
+    assert rows["card"].significant and rows["paypal"].significant
+    assert not rows["card"].specific and not rows["paypal"].specific
+    card_only = {method("card"): (800.0, 8000.0), method("paypal"): (22.0, 2000.0)}
+    rows = by_value(breakdown(card_only, week, "method"))
+    assert rows["card"].specific and not rows["paypal"].specific
+    # One value is the whole slice: nothing to compare it with, nothing specific.
+    [only] = breakdown(
+        {method("card"): (800.0, 8000.0)}, {method("card"): (80.0, 8000.0)}, "method"
+    )
+    assert only.significant and not only.specific
+
+
+def test_only_the_values_that_stand_out_are_listed_and_the_rest_counted() -> None:
+    from paytriage.evidence.breakdown import DimensionBreakdown
+    from paytriage.evidence.gather import dimension_item
+
+    week = {(("country", c),): (40.0, 1000.0) for c in "ABCDEFG"}
+    now = {**week, **{(("country", c),): (400.0, 1000.0) for c in "ABCDE"}}
+    rows = tuple(breakdown(now, week, "country"))
+    item = dimension_item(DimensionBreakdown("country", rows))
+    assert [t.value for t in item.top] == ["A", "B", "C"] and all(t.significant for t in item.top)
+    assert (item.standing_out, item.values, item.alike) == (5, 7, True)
+    assert item.heading == ("top 3 of the 5 that stand out, of 7 values; they all rose about alike")
+    quiet = dimension_item(DimensionBreakdown("country", tuple(breakdown(week, week, "country"))))
+    assert quiet.top == () and quiet.heading == "none of 7 values stands out"

@@ -3,6 +3,7 @@ the parser catch what a hand-edited runbook gets wrong."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,17 +15,22 @@ import paytriage.detectors.decline_spike as ds
 from paytriage.detection.run import DetectorRun
 from paytriage.detectors import REGISTRY, traffic_drop
 from paytriage.detectors.signals import PRESENT, Frame
+from paytriage.domain.evidence import RunbookSection
 from paytriage.domain.findings import Finding, Severity
 from paytriage.incidents.runbooks import (
     SOURCE_DOWN,
     Runbook,
     RunbookError,
     extract_steps,
+    fill_placeholders,
     heading_anchors,
     lint,
     load_runbooks,
     match,
     parse_runbook,
+    refers_to_queries,
+    resolve_links,
+    safe_label_value,
 )
 from paytriage.lab.simulate import Scenario, SimulationSpec, generate
 from tests.support.frames import decline_frame
@@ -607,3 +613,203 @@ def test_lint_a_missing_directory(tmp_path: Path) -> None:
     [p] = lint(tmp_path / "nope", DETECTORS, today=TODAY)
     assert p.severity == "error" and "not found" in p.message
     assert str(p) == f"{tmp_path / 'nope'}: error: runbooks directory not found"
+
+
+# --------------------------------------------------------------------------- for an incident
+
+BASE = "https://git.example.com/org/paytriage/blob/main/runbooks"
+
+
+def test_the_real_runbooks_have_escalation_and_queries(real: list[Runbook]) -> None:
+    for rb in real:
+        assert len(rb.escalation) >= 3, rb.id
+        assert all(len(e) > 20 and not e.startswith("-") for e in rb.escalation)
+        assert any(q.code for q in rb.queries), rb.id
+        assert all(q.lang in ("promql", "json", "") for q in rb.queries)
+        assert all(not q.code.startswith("```") and "```" not in q.code for q in rb.queries)
+    psp = next(r for r in real if r.id == "psp-outage")
+    [promql, opensearch] = psp.queries
+    assert promql.lang == "promql" and promql.text == "" and "# latency P95" in promql.code
+    assert opensearch.lang == "json" and opensearch.text.startswith("OpenSearch (")
+    assert '"<psp>"' in opensearch.code
+
+
+def test_for_an_incident_every_step_by_heading_with_the_queries_placed(
+    real: list[Runbook],
+) -> None:
+    rb = next(r for r in real if r.id == "psp-outage")
+    section = rb.for_incident({"psp": "stripe"}, base_url=BASE, reason="why")
+    assert [(g.heading, len(g.steps), g.queries) for g in section.groups] == [
+        ("First 5 minutes", 5, True),
+        ("Mitigate", 5, False),
+        ("Money follow-ups", 4, False),
+        ("Verify recovery", 3, False),
+    ]
+    assert section.escalation == rb.escalation and section.reason == "why"
+    assert section.link == f"{BASE}/psp-outage.md" and section.name == "psp-outage.md"
+    # The summary's first steps are shown without the queries: no "below" there.
+    assert len(section.steps) == 8 and not any("below" in s for s in section.steps)
+    assert "(query in the runbook)" in section.steps[2]
+    # Links to other runbooks go where they are published.
+    follow = section.groups[2].steps[1]
+    assert f"[duplicate captures or refunds]({BASE}/duplicate-captures-refunds.md)" in follow
+    # Placeholders filled in with the incident's dimension.
+    code = "\n".join(q.code for q in section.queries)
+    assert '{"term": {"psp": "stripe"}}' in code and '{psp="stripe"}' in code
+    assert "<psp>" not in code and not any(q.notes for q in section.queries)
+    # Stored and read back as it is.
+    assert RunbookSection.from_json(section.to_json()) == section
+
+
+def test_later_references_to_the_queries_say_above_and_none_say_in_the_runbook(
+    tmp_path: Path,
+) -> None:
+    steps = (
+        "# T\n\n## Steps\n\n### A\n\n1. Look first.\n\n### B\n\n"
+        "1. Check the rate (PromQL below).\n\n### C\n\n1. Check again (query below).\n\n"
+        "## Escalation\n\n- Call the team (PromQL below).\n\n"
+    )
+    rb = parse_runbook(
+        tmp_path / "x.md",
+        "---\n"
+        + yaml.safe_dump(front(id="x"))
+        + "---\n"
+        + steps
+        + "## Queries\n\n```promql\nup\n```\n",
+    )
+    section = rb.for_incident({})
+    assert [g.queries for g in section.groups] == [False, True, False]
+    assert section.groups[1].steps == ("Check the rate (PromQL below).",)
+    assert section.groups[2].steps == ("Check again (query above).",)
+    assert section.escalation == ("Call the team (PromQL above).",)
+    bare = parse_runbook(
+        tmp_path / "y.md", "---\n" + yaml.safe_dump(front(id="y")) + "---\n" + steps
+    )
+    section = bare.for_incident({})
+    assert not bare.queries and not any(g.queries for g in section.groups)
+    assert section.groups[1].steps == ("Check the rate (PromQL in the runbook).",)
+
+
+@pytest.mark.parametrize(
+    ("step", "refers"),
+    [
+        ("Break the errors down (query below).", True),
+        ("Look at latency (P95 and P99 PromQL below): rising.", True),
+        ("Compare received with processed (PromQL): flat.", True),
+        ("Check the OpenSearch errors (OpenSearch query below)", True),
+        ("Attempts far below the band (the lower one).", False),
+        ("Run `x (PromQL below)` in a shell.", False),
+        ("Check PromQL below the fold.", False),
+    ],
+)
+def test_which_steps_refer_to_the_queries(step: str, refers: bool) -> None:
+    assert refers_to_queries(step) is refers
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("stripe", True),
+        ("checkout.com", True),
+        ("apple_pay", True),
+        ("BR", True),
+        ("eu-west-1:a/b+c", True),
+        ("x" * 64, True),
+        ("x" * 65, False),
+        ("", False),
+        ("-lead", False),
+        ('stripe"}', False),
+        ("a b", False),
+        ("a\nb", False),
+        ("back\\slash", False),
+        ("<psp>", False),
+        ("café", False),
+        ("a'b", False),
+        ("a*b", False),
+    ],
+)
+def test_only_plain_label_values_are_filled_in(value: str, ok: bool) -> None:
+    assert safe_label_value(value) is ok
+    code, notes = fill_placeholders('up{psp="<psp>"}', {"psp": value}, "promql")
+    if ok:
+        assert code == f'up{{psp="{value}"}}' and notes == ()
+    else:
+        assert code == 'up{psp="<psp>"}'
+        assert notes == (  # never repeating the value
+            "The incident's psp is not a plain label value, so it is not filled in: replace <psp>.",
+        )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['stripe"}) or vector(1) #', 'a", "level": {"$ne": null}, "x": "', "a\\", "x\n{", "<!here>"],
+)
+@pytest.mark.parametrize("key", ["psp", "country", "method"])
+def test_a_hostile_dimension_value_never_lands_in_a_real_runbook(
+    real: list[Runbook], value: str, key: str
+) -> None:
+    for rb in real:
+        section = rb.for_incident({key: value}, base_url=BASE)
+        for q in section.queries:
+            assert value not in q.code and value not in q.text
+        dump = json.dumps(section.to_json())
+        assert json.dumps(value)[1:-1] not in dump, rb.id
+
+
+def test_placeholders_in_json_lucene_and_inline_code() -> None:
+    dims = {"psp": "adyen", "country": "DE"}
+    code, notes = fill_placeholders('{"term": {"psp": "<psp>"}}', dims, "json")
+    assert code == '{"term": {"psp": "adyen"}}' and notes == ()
+    code, notes = fill_placeholders('psp:"<psp>" and country:"<country>"', dims)
+    assert code == 'psp:"adyen" and country:"DE"'
+    # Unquoted placeholders are for people; missing dimensions are said.
+    code, notes = fill_placeholders('detect --at <time> and method:"<method>"', dims)
+    assert code == 'detect --at <time> and method:"<method>"'
+    assert notes == ("This incident has no method: replace <method> or drop that filter.",)
+
+
+@pytest.mark.parametrize(
+    ("promql", "expected"),
+    [
+        ('sum(rate(x{country="<country>"}[5m]))', "sum(rate(x[5m]))"),
+        ('x{country="<country>", outcome="declined"}', 'x{outcome="declined"}'),
+        ('x{outcome="declined", country="<country>"}', 'x{outcome="declined"}'),
+        ('x{a="1", country="<country>", b="2"}', 'x{a="1", b="2"}'),
+        ('x{country="<country>"} / y{country="<country>"}', "x / y"),
+    ],
+)
+def test_a_promql_matcher_on_a_missing_dimension_is_dropped(promql: str, expected: str) -> None:
+    code, notes = fill_placeholders(promql, {"psp": "stripe"}, "promql")
+    assert code == expected
+    assert notes == ("This incident has no country: the country matcher is left out.",)
+    # Not an equality matcher on that label: left, and said.
+    code, notes = fill_placeholders('x{region=~"<country>"}', {}, "promql")
+    assert code == 'x{region=~"<country>"}' and "replace <country>" in notes[0]
+
+
+def test_relative_links_resolve_to_the_published_runbooks_or_name_the_file() -> None:
+    text = (
+        "See [PSP outage](psp-outage.md#mitigate), [here](#steps), [cfg](../config/p.yaml), "
+        "[web](https://x.example/a), [evil](javascript:alert(1)) and `[code](gone.md)`."
+    )
+    assert resolve_links(text, BASE + "/", "refund-sla.md") == (
+        f"See [PSP outage]({BASE}/psp-outage.md#mitigate), [here]({BASE}/refund-sla.md#steps), "
+        "[cfg](https://git.example.com/org/paytriage/blob/main/config/p.yaml), "
+        "[web](https://x.example/a), evil and `[code](gone.md)`."
+    )
+    assert resolve_links(text, None, "refund-sla.md") == (
+        "See PSP outage (`psp-outage.md`), here, cfg, [web](https://x.example/a), evil and "
+        "`[code](gone.md)`."
+    )
+
+
+def test_lint_a_step_referring_to_a_query_the_runbook_lacks(tmp_path: Path) -> None:
+    cover_source_down(tmp_path)
+    body = "# T\n\n## Steps\n\n1. Break it down (PromQL below).\n2. Then fix it.\n"
+    write(tmp_path, "x", body=body)
+    assert lint_tmp(tmp_path) == [
+        "x.md::error:step 1 refers to a query (PromQL below) but the runbook has none: add it "
+        "in a code block under a '## Queries' heading"
+    ]
+    write(tmp_path, "x", body=body + "\n## Queries\n\n```promql\nup\n```\n")
+    assert lint_tmp(tmp_path) == []

@@ -94,6 +94,7 @@ def contribution(
         p_value=1e-9 if significant else 0.3,
         significant=significant,
         queries=(prom(BY_COUNTRY if dimension == "country" else FAILURES),),
+        specific=significant,  # as breakdown.contributions marks a value far above the rest
     )
 
 
@@ -402,7 +403,7 @@ def test_missing_evidence_reads_unknown_never_a_number(tmp_path: Path) -> None:
     evidence_text = shown(section(text, "What the evidence says"))
     assert "missing: no log source configured" in evidence_text
     assert "missing: not estimated for webhook_lag incidents" in evidence_text
-    assert "(a change before onset)" not in text and "(the top rising log pattern)" not in text
+    assert "(the likeliest change)" not in text and "(the top rising log pattern)" not in text
 
     no_ticket = evidence(ticket=None)
     (tmp_path / "b").mkdir()
@@ -441,7 +442,7 @@ def test_hypotheses_come_from_the_evidence_and_are_labelled(incident: Any) -> No
     stored, timeline, audit = incident
     facts = postmortem_facts(stored, timeline, audit, NOW)
     by_kind = {h.kind: h for h in facts.hypotheses}
-    change = by_kind["a change before onset"]
+    change = by_kind["the likeliest change"]
     assert "12 min before onset" in change.text and "payments-api" in change.text
     assert "checkout-web" not in change.text  # deployed after the onset
     assert {c.query for c in change.citations} == {CHANGES_QUERY}

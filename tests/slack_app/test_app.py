@@ -1217,7 +1217,7 @@ def test_a_postmortem_draft_is_reviewed_in_slack_and_the_approved_one_exported(
         wait_for(lambda: any("Postmortem draft v1" in t for t in h.thread(inc)))
         [draft] = [f for f in slack.files.values() if f.filename.endswith("-v1.md")]
         assert draft.shares[0].thread_ts == inc.slack_ts
-        assert b"## " in draft.content and inc.id.encode() in draft.content
+        assert b"## " in draft.content and f"`{inc.ref}`".encode() in draft.content
         [v1] = store.postmortems(inc.id)
         assert v1.author == f"slack:{ANA}" and v1.slack_file == draft.id
 

@@ -212,7 +212,7 @@ def test_unknown_incident_and_postmortem(store: Store) -> None:
     assert pm.ok and pm.postmortem is not None and pm.postmortem.version == 1
     assert "Draft v1 of the postmortem" in pm.reply
     [stored] = store.postmortems(inc.id)
-    assert stored.author == f"slack:{ANA}" and inc.id in stored.body
+    assert stored.author == f"slack:{ANA}" and f"`{inc.ref}`" in stored.body
     assert outbox(store) == []  # nothing to send: the app uploads the draft itself
     o.postmortem_template = Path("/nonexistent/postmortem.md.j2")
     bad = o.postmortem(inc.id, ANA)

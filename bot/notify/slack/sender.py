@@ -36,6 +36,8 @@ from paytriage.notify.slack.render import (
     fallback_text,
     incident_blocks,
     mrkdwn,
+    runbook_blocks,
+    runbook_fallback,
     thread_text,
 )
 from paytriage.notify.worker import Backoff, OutboxWorker, SendFailure
@@ -163,11 +165,13 @@ class SlackNotifier:
     def _post_details(
         self, inc: StoredIncident, key: str, now: datetime, *, reconcile: bool
     ) -> None:
-        """The details reply and the chart under a new root message. When reconciling after
-        a crash, only what the thread does not hold yet."""
+        """The runbook, the details reply and the chart under a new root message. When
+        reconciling after a crash, only what the thread does not hold yet."""
         details = details_text(inc)
         try:
             posted = self._thread_keys(inc) if reconcile else set()
+            if f"{key}:runbook" not in posted:
+                self._post_runbook(inc, f"{key}:runbook")
             if details and f"{key}:details" not in posted:
                 self._reply(inc, details, f"{key}:details")
             if CHART_KEY not in posted:
@@ -175,6 +179,26 @@ class SlackNotifier:
         except (SlackApiError, SlackClientError, OSError) as exc:
             # The root is posted; the details come again with the next evidence refresh.
             log.warning("details of %s not posted: %s", inc.id, redact(str(exc)))
+
+    def _post_runbook(self, inc: StoredIncident, key: str) -> None:
+        """The incident's runbook, first in its thread: steps by heading with their queries,
+        escalation, and the whole runbook's link (see ``render.runbook_blocks``). A runbook
+        Slack refuses is logged, and the details and chart still go out."""
+        blocks = runbook_blocks(inc)
+        if not blocks:
+            return
+        try:
+            self.client.chat_postMessage(
+                channel=str(inc.slack_channel),
+                thread_ts=str(inc.slack_ts),
+                text=runbook_fallback(inc),
+                blocks=blocks,
+                unfurl_links=False,
+                unfurl_media=False,
+                metadata=_metadata(inc.id, key),
+            )
+        except SlackApiError as exc:
+            log.warning("runbook of %s not posted: %s", inc.id, redact(str(exc)))
 
     # -- after a crash or a timeout: what did Slack get? ---------------------------------------
 

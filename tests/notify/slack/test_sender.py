@@ -208,6 +208,7 @@ def test_an_incident_from_post_to_resolve_is_one_root_message(
     assert set(buttons) == {
         ids.RUNBOOK,
         ids.ACK,
+        ids.MITIGATE,
         ids.ESCALATE,
         ids.SILENCE,
         ids.RESOLVE,
