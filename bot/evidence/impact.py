@@ -62,6 +62,18 @@ def format_money(amount: float | None, currency: str) -> str:
     return f"{amount:,.2f} {currency}"
 
 
+def format_measure(value: float | None, unit: str) -> str:
+    """A detector's reading for people: a ratio in percent, seconds as a duration, anything
+    else with its unit; "unknown" for None or NaN."""
+    if value is None or not _known(value):
+        return "unknown"
+    if unit == "ratio":
+        return format_percent(value)
+    if unit == "seconds":
+        return format_window(timedelta(seconds=value))
+    return f"{value:,.4g}{' ' + unit if unit else ''}"
+
+
 def format_window(d: timedelta) -> str:
     """A duration for people: "45 s", "10 min", "2 h", "1 h 30 min", "3 d 4 h"."""
     total = max(0, round(d.total_seconds()))

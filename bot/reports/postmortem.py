@@ -46,7 +46,13 @@ from paytriage.domain.evidence import (
     TopValue,
 )
 from paytriage.domain.findings import QueryRef
-from paytriage.evidence.impact import format_count, format_money, format_percent, format_window
+from paytriage.evidence.impact import (
+    format_count,
+    format_measure,
+    format_money,
+    format_percent,
+    format_window,
+)
 from paytriage.store import Entry, Postmortem, StoredIncident
 from paytriage.store.store import AuditEntry
 
@@ -507,14 +513,7 @@ def _count(value: object) -> str:
 
 
 def _measure(value: object, unit: str) -> str:
-    x = _num(value)
-    if x is None:
-        return "unknown"
-    if unit == "ratio":
-        return format_percent(x)
-    if unit == "seconds":
-        return format_window(timedelta(seconds=x))
-    return f"{x:,.4g}{' ' + unit if unit else ''}"
+    return format_measure(_num(value), unit)
 
 
 def _finding_text(f: FindingItem) -> str:

@@ -106,6 +106,21 @@ def finding_to_dict(f: Finding) -> dict[str, Any]:
     return out
 
 
+def _worst(kept: Any, f: Finding) -> dict[str, Any] | None:
+    """The reading furthest from what was expected so far (``kept``: the one stored), so
+    the message can say how bad it got while the latest reading says how it is now."""
+    if not (math.isfinite(f.observed) and math.isfinite(f.expected)):
+        return kept if isinstance(kept, dict) else None
+    now = {"observed": f.observed, "expected": f.expected, "at": iso(f.at)}
+    if not isinstance(kept, dict):
+        return now
+    try:
+        was = abs(float(kept["observed"]) - float(kept["expected"]))
+    except (KeyError, TypeError, ValueError):
+        return now
+    return now if abs(f.observed - f.expected) > was else kept
+
+
 def finding_from_dict(d: Mapping[str, Any]) -> Finding:
     def num(v: Any) -> float:
         return math.nan if v is None else float(v)
@@ -222,6 +237,21 @@ class StoredIncident:
         """The detectors of its findings (its own when it has none)."""
         return sorted({MemberKey.detector_of(m) for m in self.members}) or [self.detector]
 
+    def lead(self) -> tuple[Finding, dict[str, Any] | None] | None:
+        """The finding that names the incident, as last read, and its worst reading so far
+        (``{"observed", "expected", "at"}``); None for an incident without findings."""
+        chosen = None
+        for m in self.members.values():
+            f = m.get("finding") or {}
+            if f.get("detector") == self.detector and f.get("dimensions") == self.dimensions:
+                chosen = m
+                break
+        chosen = chosen or next(iter(self.members.values()), None)
+        if chosen is None:
+            return None
+        worst = chosen.get("worst")
+        return finding_from_dict(chosen["finding"]), worst if isinstance(worst, dict) else None
+
     def active_findings(self) -> list[Finding]:
         return [finding_from_dict(m["finding"]) for m in self.members.values() if m["active"]]
 
@@ -319,12 +349,15 @@ class Tx:
         """Insert or update an incident from the grouping's view (findings, severity, onset);
         the people's state (acknowledged, mitigated) is kept, resolution follows the findings."""
         row = self.s.get(IncidentRow, inc.id)
+        before = dict(row.members) if row is not None else {}
         members = {
             str(k): {
                 "finding": finding_to_dict(f),
                 "active": k in inc.active,
+                "worst": _worst((before.get(str(k)) or {}).get("worst"), f),
             }
-            for k, f in inc.members.items()
+            # an active finding's latest reading (the grouping updates ``active`` only)
+            for k, f in {**inc.members, **inc.active}.items()
         }
         if row is None:
             last = self.s.scalar(select(func.max(IncidentRow.number)))

@@ -16,6 +16,7 @@ escaped), so a log line can never mention ``@channel`` or forge a link.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -40,7 +41,7 @@ from paytriage.core.types import iso
 from paytriage.domain.evidence import Evidence, RunbookGroup, RunbookQuery, RunbookSection
 from paytriage.domain.findings import Severity
 from paytriage.domain.lifecycle import State
-from paytriage.evidence.impact import format_window
+from paytriage.evidence.impact import format_measure, format_window
 from paytriage.notify.slack import ids
 from paytriage.notify.slack.text import cut as cut_text
 from paytriage.notify.slack.text import safe
@@ -247,6 +248,31 @@ def action_elements(inc: StoredIncident) -> list[Any]:
     return elements
 
 
+def now_line(inc: StoredIncident) -> str | None:
+    """How it is now against how bad it got: the title keeps the figures it was paged with
+    (its identity); this line follows the latest reading. ``back within its expected range``
+    while the incident is still open says it is recovering."""
+    got = inc.lead()
+    if got is None or inc.data_problem:
+        return None
+    f, worst = got
+    unit = f.unit
+    low, high = f.band
+    now = f"*Now:* {format_measure(f.observed, unit)} (expected {format_measure(f.expected, unit)})"
+    within = low <= f.observed <= high if math.isfinite(f.observed) else False
+    if within and inc.state is not State.resolved:
+        now += " · back within its expected range: recovering"
+    if worst is not None:
+        try:
+            at = datetime.fromisoformat(str(worst["at"]).replace("Z", "+00:00"))
+            value = float(worst["observed"])
+        except (KeyError, TypeError, ValueError):
+            return now
+        if value != f.observed:
+            now += f" · *Worst:* {format_measure(value, unit)} at {_ts(at)}"
+    return now
+
+
 def incident_blocks(
     inc: StoredIncident,
     now: datetime,
@@ -267,6 +293,8 @@ def incident_blocks(
         f"*Since:* {_ts(onset)} ({format_window(duration(inc, now))})"
         f" · *Detected:* {_ts(inc.opened_at)}",
     ]
+    if (reading := now_line(inc)) is not None:
+        facts.append(reading)
     if inc.acknowledged_by:
         facts.append(f"*Acknowledged by:* {mrkdwn(inc.acknowledged_by)}")
     if inc.data_problem:
