@@ -328,6 +328,19 @@ class TimelineRow:
 
 
 @dataclass(frozen=True)
+class ActionItem:
+    """An action item the draft proposes, with its type: ``repair`` (undo the damage, e.g.
+    a money follow-up), ``investigate``, ``prevent``, ``detect`` or ``mitigate``. Owners and
+    due dates are for people to set."""
+
+    text: str
+    type: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
 class FollowUp:
     """A money follow-up: what to reconcile, retry or tell someone, chosen by detector."""
 
@@ -424,7 +437,7 @@ class PostmortemFacts:
     evidence: EvidenceNotes
     hypotheses: tuple[Hypothesis, ...]
     follow_ups: tuple[FollowUp, ...]
-    action_items: tuple[str, ...]
+    action_items: tuple[ActionItem, ...]
     timeline: tuple[TimelineRow, ...]
     people: tuple[str, ...]
     appendix: tuple[AppendixEntry, ...]
@@ -1096,10 +1109,15 @@ class _Draft:
 
     def action_items(
         self, follow_ups: Sequence[FollowUp], hypotheses: Sequence[Hypothesis]
-    ) -> tuple[str, ...]:
-        items = [f"{f.title} (money follow-up)" for f in follow_ups]
+    ) -> tuple[ActionItem, ...]:
+        items = [ActionItem(f"{f.title} (money follow-up)", "repair") for f in follow_ups]
         if hypotheses:
-            items.append("Confirm or reject each hypothesis under contributing factors")
+            items.append(
+                ActionItem(
+                    "Confirm or reject each hypothesis under root cause and trigger",
+                    "investigate",
+                )
+            )
         return tuple(items)
 
     def people(self, rows: Sequence[TimelineRow]) -> tuple[str, ...]:

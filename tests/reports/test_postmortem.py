@@ -452,7 +452,7 @@ def test_hypotheses_come_from_the_evidence_and_are_labelled(incident: Any) -> No
     assert "country=BR" in dominant.text and "80 %" in dominant.text
     assert "technical errors" in by_kind["the kind of failure"].text
 
-    factors = section(render_postmortem(stored, timeline, audit, NOW), "Contributing factors")
+    factors = section(render_postmortem(stored, timeline, audit, NOW), "Root cause and trigger")
     items = [x for x in factors.splitlines() if x.startswith("- ")]
     assert len(items) == len(facts.hypotheses) == 4
     assert all(x.startswith("- **Hypothesis**") and refs(x) for x in items)
@@ -511,16 +511,17 @@ def hostile_incident(stored: StoredIncident) -> StoredIncident:
     return replace(stored, title=f"Stripe {HOSTILE}", evidence=Evidence.from_json(ev))
 
 
-SECTIONS = [
+SECTIONS = [  # the usual blameless structure: what happened, why, how we found and fixed it
     "Summary",
     "Impact",
-    "Detection",
     "Timeline",
+    "Root cause and trigger",
+    "Detection",
+    "Response",
     "What the evidence says",
-    "Contributing factors",
-    "Money follow-ups",
+    "What went well and what went badly",
     "Action items",
-    "Lessons learned",
+    "Money follow-ups",
     "Evidence appendix",
 ]
 
@@ -664,4 +665,8 @@ def test_the_default_draft_has_every_section(incident: Any) -> None:
     assert "slack:U0LEAD0002" in timeline_text and "mitigate by slack:U0LEAD0002" in timeline_text
     actions = section(text, "Action items")
     assert actions.count("_owner_") == actions.count("\n| ") - 1  # every row but the header rule
-    assert "What went well?" in section(text, "Lessons learned")
+    assert "What went well?" in section(text, "What went well and what went badly")
+    assert "| Action | Type | Owner | Due | Status |" in actions
+    assert "| repair |" in actions  # a money follow-up undoes damage
+    response = section(text, "Response")
+    assert "Time to acknowledge" in response and "Runbook:" in response
