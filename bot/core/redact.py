@@ -13,33 +13,54 @@ credentials in URLs, webhook URLs) and ``[IBAN]``.
 How, and why so:
 
 * Passes run most specific first: private keys, credentials in URLs, known token formats
-  (JWTs, Stripe, Slack, AWS, GitHub, Adyen keys...), e-mails, IBANs, card numbers, then the
-  values of keys named like secrets (``password=``, ``"cvc":``, ``Authorization:``). A
-  token's digits are gone before the card pass could mistake them; a card is gone before a
-  pass that takes one word after a key could split it. The whole sequence is repeated until
+  (JWTs, Stripe, Slack, AWS, GitHub, Adyen keys...), e-mails, IBANs, track data and card
+  numbers, then the values of keys named like secrets (``password=``, ``"cvc":``,
+  ``Authorization:``), secrets on command lines (``--password x``, ``mysql -pX``, ``curl -u
+  user:pw``), bare AWS secret keys, ``Bearer`` tokens and CVVs named in prose. A token's
+  digits are gone before the card pass could mistake them; a card is gone before a pass
+  that takes one word after a key could split it. The whole sequence is repeated until
   nothing changes and no placeholder is ever matched again, so redaction is idempotent.
+* Card numbers and CVVs are read in a normalised view of the text: URL escapes (``%34``,
+  ``%2D``, ``%C2%A0``, twice encoded too), JSON and C escapes (``\\u0034``, ``\\n``), HTML
+  entities (``&#52;``, ``&nbsp;``), Unicode digits of any script, Unicode spaces, dashes
+  and bullets are decoded, zero-width and combining characters dropped. A match in the view
+  is mapped back to its span in the original text, which is what gets replaced. Cards are
+  also looked for in the text as it is, so a stray character the view reads as a digit
+  cannot hide a plain card.
 * Every pattern is linear: no nested unbounded quantifiers, possessive loops where a scan
   could otherwise back off, candidates found by regex and judged in Python (Luhn and the
   issuer ranges for cards, ISO 13616 mod-97 for IBANs), so a megabyte of hostile input
   costs about a second, never minutes.
-* Cards are looked for in runs of digit groups split by a space, a dash, ``+`` or ``%20``
-  (``4111 1111 1111 1111``, Amex ``3782 822463 10005``, form-encoded ``4111+1111+...``),
-  glued to letters or punctuation too, and in dotted card groupings. A window must hold
-  13-19 digits, pass Luhn *and* start with a real issuer prefix at a length that issuer
-  uses: that keeps epoch milliseconds (13 digits starting with 1), order numbers and trace
-  ids intact. The fraction of a decimal and a ``+``-prefixed phone number are not cards.
-  A key named like a card number (``pan``, ``card_number``) is redacted even when its
-  digits fail Luhn.
+* Cards are looked for in runs of digit groups split by spaces, line breaks, dashes,
+  ``+``, ``_``, ``/``, ``,``, ``:`` or ``·`` (mixed and repeated; spaces, dashes and ``+``
+  mix freely with one kind of punctuation), glued to letters or punctuation too, and in
+  dotted card groupings. Groups have 3+ digits (4-4-4-4, 4-6-5, 4-4-4-4-3) except the
+  last, unless they are all alike (``4 1 1 1 ...``, ``41 11 11 ...``) or start the run
+  (``4111 1111 1111 11 11``). A window must hold 13-19 digits, pass Luhn *and* start with
+  a real issuer prefix at a length that issuer uses: that keeps epoch milliseconds (13
+  digits starting with 1), order numbers and trace ids intact. The fraction of a decimal,
+  a ``+``-prefixed phone number and a list of round numbers (``4000 1000 2000 3000``) are
+  not cards. One unbroken number named as an id by its key (``order_id=``, ``"traceId":``,
+  ``<RequestId>``, ``Transaction ID``) or glued inside a long hex string passes Luhn by
+  chance (about 4 % of random 16-digit ids do) and is kept, unless it is a famous test
+  card; under any other key, or none, it is masked. A key named like a card number
+  (``pan``, ``card_number``) is redacted even when its digits fail Luhn.
+* Track data is masked whole: track 1 (``%B<PAN>^NAME^YYMM<service code>...?``), track 2
+  (``;<PAN>=YYMM<service code>...?``), EMV track 2 equivalent (``<PAN>D<YYMM>...``) and the
+  EMV PAN tag (``5A08<PAN>``): the name, expiry and service code go with the PAN.
 * A failure inside the redactor never lets text through: it returns a placeholder instead.
 """
 
 from __future__ import annotations
 
 import re
+import string
+import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 
 __all__ = ["DEFAULT_REDACTOR", "Redactor", "redact", "redact_value"]
 
@@ -114,29 +135,310 @@ def is_card_number(digits: str) -> bool:
     return digits.isascii() and digits.isdigit() and issuer_ok(digits) and luhn_ok(digits)
 
 
+# Raw-text separators of digit groups (the values of card keys, digits after a token).
 _SEP = r"(?: {2}|[ \t+\-\u00a0\u2007\u2009\u202f\u2010-\u2015]|%20)"
+
+
+# ---------------------------------------------------------------------------------------
+# The normalised view: what the card and CVV passes read
+#
+# Digits hide behind escapes and look-alikes: "%34%31", "\u0034", "&#52;", fullwidth or
+# Arabic-Indic digits, zero-width characters between them, "%2D" or "\u00a0" between
+# groups. The view decodes all of these into ASCII digits and plain separators, records
+# each edit, and maps a match in the view back to its span in the original text, which is
+# what gets replaced. Escapes that decode to letters are left as they are: decoding "%41"
+# would hide the digits that follow it.
+
+_ZERO_WIDTH_CHARS = "\u115f\u1160\u2800\u3164\uffa0"  # fillers that render as nothing
+_DOT_CHARS = "\u00b7\u2022\u2027\u2219\u22c5\u30fb\uff65\u2024"
+_NAMED_ENTITIES = {
+    "nbsp": " ", "ensp": " ", "emsp": " ", "thinsp": " ", "hairsp": " ", "numsp": " ",
+    "puncsp": " ", "zwsp": "", "zerowidthspace": "", "zwnj": "", "zwj": "", "shy": "",
+    "middot": "\u00b7", "centerdot": "\u00b7", "bull": "\u00b7", "bullet": "\u00b7",
+    "hyphen": "-", "dash": "-", "ndash": "-", "mdash": "-", "minus": "-", "sol": "/",
+    "colon": ":", "comma": ",", "lowbar": "_", "period": ".", "plus": "+", "newline": "\n",
+    "tab": "\t", "quot": '"', "apos": "'", "equals": "=", "lpar": "(", "rpar": ")",
+    "lsqb": "[", "rsqb": "]", "num": "#",
+}  # fmt: skip
+_NORM_RE = re.compile(
+    r"(?P<pct>(?:%(?:25){0,2}[0-9A-Fa-f]{2})++)"
+    r"|\\{1,3}(?:u(?P<u>[0-9A-Fa-f]{4})|x(?P<x>[0-9A-Fa-f]{2})|(?P<esc>[nrt/]))"
+    r"|&(?:#(?P<dec>[0-9]{1,7})|#[xX](?P<hex>[0-9A-Fa-f]{1,6})|(?P<name>[A-Za-z]{2,16}));"
+    # invisible characters (a single look-alike character is folded by _fold_table)
+    r"|(?P<char>[\u00ad\u0300-\u036f\u061c\u115f\u1160\u180b-\u180f\u200b-\u200f"
+    r"\u202a-\u202e\u2060-\u206f\u20d0-\u20ff\u2800\u3164\ufe00-\ufe0f\ufe20-\ufe2f\ufeff"
+    r"\uffa0\U000e0000-\U000e01ef])"
+)
+
+
+@lru_cache(maxsize=1)
+def _fold_table() -> dict[int, str]:
+    """``str.translate`` table of the characters that read as one ASCII digit or separator:
+    every Unicode digit (fullwidth, Arabic-Indic, Devanagari, mathematical...), super- and
+    subscripts, circled digits, Unicode spaces, dashes, bullets and fullwidth punctuation.
+    Built on first use, from the regex engine's own idea of a digit and a space."""
+    every = "".join(map(chr, range(0x80, 0x20000)))
+    candidates = set(re.findall(r"\d|\s", every))
+    for start, stop in ((0xB2, 0xBA), (0x2010, 0x2016), (0x2070, 0x208A), (0x2460, 0x249C),
+                        (0x24EA, 0x2500), (0x2776, 0x2794), (0xFF01, 0xFF5F),
+                        (0x1F100, 0x1F10B)):  # fmt: skip
+        candidates.update(map(chr, range(start, stop)))
+    candidates.update(
+        _DOT_CHARS + "\u2212\u058a\u05be\u1400\u1806\u2e17\u2e1a\u2e3a\u2e3b"
+        "\u2e40\u301c\u3030\u30a0\ufe31\ufe32\ufe58\ufe63"
+    )  # dashes
+    table: dict[int, str] = {}
+    for ch in candidates:
+        folded = _folded(ch)
+        if folded is not None and len(folded) == 1 and folded != ch:
+            table[ord(ch)] = folded
+    return table
+
+
+@lru_cache(maxsize=4096)
+def _folded(ch: str) -> str | None:
+    """What one character reads as in the view: an ASCII digit or separator, nothing (an
+    invisible character), the character itself (ASCII), or None (no edit)."""
+    if ch.isascii():
+        return ch
+    digit = unicodedata.digit(ch, None)
+    if digit is not None:
+        return str(digit)
+    category = unicodedata.category(ch)
+    if category in ("Cf", "Mn", "Me") or ch in _ZERO_WIDTH_CHARS:
+        return ""
+    if category == "Zs":
+        return " "
+    if category in ("Zl", "Zp"):
+        return "\n"
+    if category == "Pd" or ch == "\u2212":
+        return "-"
+    if ch in _DOT_CHARS:
+        return "\u00b7"
+    compat = unicodedata.normalize("NFKC", ch)
+    return compat if len(compat) == 1 and compat.isascii() else None
+
+
+def _percent_edits(run: str, start: int) -> Iterable[tuple[int, int, str]]:
+    """Edits for a run of %XX escapes: ASCII digits, separators and punctuation, and UTF-8
+    sequences of what :func:`_folded` knows (fullwidth digits, no-break or zero-width
+    spaces). ``%25`` may be repeated (double encoding). Letters are not decoded."""
+    escapes = [(m.start(), m.end(), int(m.group(1), 16))
+               for m in re.finditer(r"%(?:25){0,2}([0-9A-Fa-f]{2})", run)]  # fmt: skip
+    k = 0
+    while k < len(escapes):
+        s, e, byte = escapes[k]
+        size = 1 if byte < 0x80 else 2 if 0xC2 <= byte < 0xE0 else 3 if byte < 0xF0 else 4
+        if byte < 0x80:
+            ch = chr(byte)
+            if not ch.isalpha() and (ch.isprintable() or ch in "\t\r\n"):
+                yield start + s, start + e, ch
+            k += 1
+            continue
+        seq = escapes[k : k + size]
+        try:
+            ch = bytes(b for _, _, b in seq).decode("utf-8") if 0xC2 <= byte <= 0xF4 else ""
+        except UnicodeDecodeError:
+            ch = ""
+        folded = _folded(ch) if len(ch) == 1 else None
+        if folded is not None and len(seq) == size:
+            yield start + s, start + seq[-1][1], folded
+            k += size
+        else:
+            k += 1
+
+
+def _edits(text: str) -> Iterable[tuple[int, int, str]]:
+    for m in _NORM_RE.finditer(text):
+        kind = m.lastgroup or ""
+        if kind == "pct":
+            yield from _percent_edits(m.group(), m.start())
+            continue
+        if kind == "esc":
+            ch: str | None = {"n": "\n", "r": "\r", "t": "\t", "/": "/"}[m.group("esc")]
+        elif kind == "name":
+            ch = _NAMED_ENTITIES.get(m.group("name").lower())
+        elif kind == "char":
+            ch = _folded(m.group())
+        else:
+            code = int(m.group(kind), 10 if kind == "dec" else 16)
+            ch = _folded(chr(code)) if code < 0xD800 or 0xDFFF < code <= 0x10FFFF else None
+        if ch is not None and ch != m.group():
+            yield m.start(), m.end(), ch
+
+
+class _View:
+    """``text`` as the card and CVV passes read it, and the way back to the original."""
+
+    __slots__ = ("_ends", "_lens", "_starts", "_vstarts", "text")
+
+    def __init__(self, original: str) -> None:
+        self._vstarts: list[int] = []  # where each edit's replacement starts in the view
+        self._starts: list[int] = []  # and the span it replaces in the original
+        self._ends: list[int] = []
+        self._lens: list[int] = []
+        pieces: list[str] = []
+        last = vpos = 0
+        if not original.isascii():  # one character for one: the offsets do not move
+            original = original.translate(_fold_table())
+        for s, e, rep in _edits(original):
+            pieces += (original[last:s], rep)
+            vpos += s - last
+            self._vstarts.append(vpos)
+            self._starts.append(s)
+            self._ends.append(e)
+            self._lens.append(len(rep))
+            vpos += len(rep)
+            last = e
+        self.text = "".join(pieces) + original[last:] if pieces else original
+
+    def start(self, p: int) -> int:
+        """Where the character at view position ``p`` starts in the original."""
+        k = bisect_right(self._vstarts, p) - 1
+        if k < 0:
+            return p
+        if p < self._vstarts[k] + self._lens[k]:
+            return self._starts[k]
+        return self._ends[k] + p - self._vstarts[k] - self._lens[k]
+
+    def end(self, q: int) -> int:
+        """Where the character before view position ``q`` ends in the original."""
+        p = q - 1
+        k = bisect_right(self._vstarts, p) - 1
+        if k < 0:
+            return q
+        if p < self._vstarts[k] + self._lens[k]:
+            return self._ends[k]
+        return self._ends[k] + p - self._vstarts[k] - self._lens[k] + 1
+
+
+def _replaced_in_view(text: str, view: _View, spans: Iterable[tuple[int, int, str]]) -> str:
+    """``text`` with each (start, end, placeholder) span of its view replaced."""
+    parts: list[str] = []
+    last = 0
+    for vs, ve, mark in spans:
+        start, end = view.start(vs), view.end(ve)
+        if start < last:
+            continue
+        parts += (text[last:start], mark)
+        last = end
+    return _joined(parts, text, last)
+
+
+# ---------------------------------------------------------------------------------------
+# Track data: magnetic stripe tracks 1 and 2, and the EMV tags that carry them
+
+_TRACK1_RE = re.compile(
+    r"(?<![0-9A-Za-z])(?P<code>%?[Bb])?(?P<pan>[0-9][0-9 ]{11,22}+)\^[^^\r\n]{1,30}+\^"
+    r"(?:[0-9^][^?\s\"'<>&;,]{0,80}+)?\??"
+)
+_TRACK2_RE = re.compile(
+    r"(?P<sentinel>;)?(?P<pan>[0-9]{12,19}+)(?:=(?P<data>[0-9=]{7,40}+)|[Dd][0-9]{7,40}+[Ff]?)"
+    r"(?P<end>\?)?"
+)
+_EMV_PAN_RE = re.compile(r"5[Aa]0(?P<len>[6-9Aa])(?P<pan>[0-9]{12,20})[Ff]?")  # in hex dumps
+
+
+def _card_suffix(digits: str) -> str | None:
+    """The longest card number that ends ``digits`` (a PAN glued to hex or a tag)."""
+    for n in range(min(19, len(digits)), 12, -1):
+        if is_card_number(digits[-n:]):
+            return digits[-n:]
+    return None
+
+
+def _track_spans(view: str) -> list[tuple[int, int, str]]:
+    spans: list[tuple[int, int, str]] = []
+    if "^" in view:
+        for m in _TRACK1_RE.finditer(view):
+            pan = m.group("pan").replace(" ", "")
+            if 12 <= len(pan) <= 19 and (m.group("code") or is_card_number(pan)):
+                spans.append((m.start(), m.end(), card_mark(pan[-4:])))
+    if "=" in view or "D" in view or "d" in view:
+        for m in _TRACK2_RE.finditer(view):
+            pan = m.group("pan")
+            card = _card_suffix(pan)
+            framed = m.group("data") is not None and (m.group("sentinel") or m.group("end"))
+            if card is not None or framed:
+                start = m.start("pan") + len(pan) - len(card) if card and not framed else m.start()
+                spans.append((start, m.end(), card_mark((card or pan)[-4:])))
+    if "5A0" in view or "5a0" in view:
+        for m in _EMV_PAN_RE.finditer(view):
+            pan = m.group("pan")[: int(m.group("len"), 16) * 2]
+            if is_card_number(pan):
+                spans.append((m.start(), m.start("pan") + len(pan), card_mark(pan[-4:])))
+    spans.sort()
+    kept: list[tuple[int, int, str]] = []
+    for span in spans:
+        if not kept or span[0] >= kept[-1][1]:
+            kept.append(span)
+    return kept
+
+
+# ---------------------------------------------------------------------------------------
+# Card numbers in runs of digit groups
+
+# Between two groups of a card: spaces, tabs, line breaks, "+", dashes, "_", "/", ",",
+# ":" and "·" (a view has already turned "%20", "\u2013" or "&nbsp;" into these), up to 8.
+_VIEW_SEP_CHARS = " \t\r\n+\\-_/,:\u00b7\u00a0\u2007\u2009\u202f\u2010-\u2015"
+# (the last few, and "%20", are for the text as it is: in a view they are " " and "-")
+_STRONG_SEP_CHARS = frozenset(
+    " \t\r\n+-\u00a0\u2007\u2009\u202f\u2010\u2011\u2012\u2013\u2014\u2015"
+)
 _HEX = "[0-9A-Fa-f]"
 _DIGIT_RUN_RE = re.compile(
     # A UUID is never a card, even when one of its groups is all digits.
     rf"(?P<uuid>(?<![0-9A-Za-z]){_HEX}{{8}}(?:-{_HEX}{{4}}){{3}}-{_HEX}{{12}}(?![0-9A-Za-z]))"
-    rf"|(?P<run>[0-9]++(?:{_SEP}[0-9]++)*+)"
+    rf"|(?P<run>[0-9]++(?:(?:[{_VIEW_SEP_CHARS}]|%20){{1,8}}+[0-9]++)*+)"
 )
 _GROUP_RE = re.compile(r"[0-9]+")
+_WS_RE = re.compile(r"\s+")
+
+
+def _sep_kind(sep: str) -> str:
+    """The kind of a separator: the empty string for spaces, line breaks, dashes and "+"
+    (mixed freely, as cards are printed), else the punctuation in it without spaces, so
+    that ", " and "," are one kind."""
+    if set(sep) <= _STRONG_SEP_CHARS:
+        return ""
+    return _WS_RE.sub("", sep)
 
 
 @dataclass
 class _Run:
-    """A run of digit groups: where each group starts, how long it is, all its digits."""
+    """A run of digit groups: where each group starts, how long it is, all its digits, and
+    the kind of separator after each group."""
 
     starts: list[int]
     lens: list[int]
     digits: str
     offsets: list[int]  # offsets[i]: index in ``digits`` of group i's first digit
+    kinds: list[str]  # kinds[i]: the separator between group i and group i + 1
+    segment: list[int]  # segment[i]: the last group of the same length as group i, in a row
 
     def position(self, d: int) -> int:
         """Index in the text of digit ``d`` of the run."""
         g = bisect_right(self.offsets, d) - 1
         return self.starts[g] + d - self.offsets[g]
+
+    def group(self, g: int) -> str:
+        return self.digits[self.offsets[g] : self.offsets[g + 1]]
+
+
+def _make_run(run_start: int, run: str) -> _Run:
+    run = run.replace("%20", "   ")  # a separator, not the digits 2 and 0
+    matches = list(_GROUP_RE.finditer(run))
+    lens = [m.end() - m.start() for m in matches]
+    offsets = [0]
+    for n in lens:
+        offsets.append(offsets[-1] + n)
+    kinds = [_sep_kind(run[a.end() : b.start()]) for a, b in pairwise(matches)]
+    segment = list(range(len(lens)))
+    for g in range(len(lens) - 2, -1, -1):
+        if lens[g] == lens[g + 1]:
+            segment[g] = segment[g + 1]
+    return _Run([run_start + m.start() for m in matches], lens, "".join(m.group() for m in matches),
+                offsets, kinds, segment)  # fmt: skip
 
 
 def _card_spans(text: str, run_start: int, run: str) -> list[tuple[int, int, str]]:
@@ -147,15 +449,16 @@ def _card_spans(text: str, run_start: int, run: str) -> list[tuple[int, int, str
     window, a card starting inside the window and running into them is preferred; failing
     that they are taken with the window: a card is never left mostly visible.
     """
-    matches = list(_GROUP_RE.finditer(run.replace("%20", "   ")))  # "%20" is a separator
-    lens = [m.end() - m.start() for m in matches]
-    if not _may_hold_card(lens):
+    r = _make_run(run_start, run)
+    lens, offsets = r.lens, r.offsets
+    if offsets[-1] < 13:
         return []
-    offsets = [0]
-    for n in lens:
-        offsets.append(offsets[-1] + n)
-    r = _Run([run_start + m.start() for m in matches], lens, "".join(m.group() for m in matches),
-             offsets)  # fmt: skip
+    if len(lens) == 1 and (
+        lens[0] > 19
+        or not is_card_number(r.digits)
+        or _kept_as_id(text, r.starts[0], r.starts[0] + lens[0], r.digits)
+    ):
+        return []  # one unbroken group: a card as a whole or nothing
     hits: list[tuple[int, int, int, int]] = []  # (first group, last group, lo, hi) in r.digits
     i = 0
     while i < len(lens):
@@ -170,6 +473,7 @@ def _card_spans(text: str, run_start: int, run: str) -> list[tuple[int, int, str
     spans: list[tuple[int, int, str]] = []
     for k, (first, last, lo, hi) in enumerate(hits):
         following = hits[k + 1][2] if k + 1 < len(hits) else offsets[-1]
+        following = min(following, _strong_end(r, last))
         last4 = r.digits[hi - 4 : hi]
         if following - hi >= 12:
             shifted = _card_inside(r, first, last, hi, following)
@@ -182,6 +486,13 @@ def _card_spans(text: str, run_start: int, run: str) -> list[tuple[int, int, str
     return spans
 
 
+def _strong_end(r: _Run, g: int) -> int:
+    """End (in ``r.digits``) of the groups joined to group ``g`` by spaces or dashes."""
+    while g < len(r.kinds) and r.kinds[g] == "":
+        g += 1
+    return r.offsets[g + 1]
+
+
 def _card_inside(r: _Run, first: int, last: int, hi: int, limit: int) -> tuple[int, int] | None:
     """A card that starts inside a window's groups and ends past it, before ``limit``."""
     for g in range(first + 1, last + 1):
@@ -191,36 +502,38 @@ def _card_inside(r: _Run, first: int, last: int, hi: int, limit: int) -> tuple[i
     return None
 
 
-def _may_hold_card(lens: list[int]) -> bool:
-    """Whether some window of groups reaches 13 digits with no short group inside it."""
-    total = 0
-    for n in lens:
-        total += n
-        if total >= 13:
-            return True
-        if n < 3:  # a short group may only end a window
-            total = 0
-    return False
-
-
 def _card_from(r: _Run, i: int) -> tuple[int, int, int] | None:
     """The longest card starting at group ``i``: (its last group, first digit, end digit).
 
-    Groups other than the last must have 3+ digits (cards are written 4-4-4-4, 4-6-5,
-    4-4-4-4-3, never 2-2-2-...). A window of three or more groups may also start inside a
-    longer first group or end inside a longer last group, so a grouped card glued to a
-    stray digit is still found.
+    Groups other than the last have 3+ digits (cards are written 4-4-4-4, 4-6-5,
+    4-4-4-4-3), unless the groups are all alike (``41 11 11 ...``, ``4 1 1 1 ...``) or the
+    window is the whole run. The separators of a window are spaces, dashes and ``+`` mixed
+    freely, and at most one kind of punctuation (``4111/1111/1111/1111``, not a date and a
+    time side by side). A window of three or more groups may also start inside a longer
+    first group or end inside a longer last group, so a grouped card glued to a stray
+    digit is still found.
     """
-    lens, offsets = r.lens, r.offsets
+    lens, offsets, kinds = r.lens, r.offsets, r.kinds
     ends: list[int] = []  # last groups of the windows starting at i
+    weak = ""
     for j in range(i, len(lens)):
-        if (j > i and lens[j - 1] < 3) or (j > i + 1 and offsets[j] - offsets[i + 1] > 15):
-            break  # a short group inside, or already more than 19 digits
+        if j > i:
+            if lens[j - 1] < 3:
+                break
+            kind = kinds[j - 1]
+            if kind and kind != weak:
+                if weak:
+                    break  # a second kind of punctuation
+                weak = kind
+        if j > i + 1 and offsets[j] - offsets[i + 1] > 15:
+            break  # already more than 19 digits
         ends.append(j)
-    ends.reverse()  # longest first
-    for j in ends:
-        lo, hi = offsets[i], offsets[j + 1]
-        if 13 <= hi - lo <= 19 and is_card_number(r.digits[lo:hi]):
+    windows = [(j, offsets[i], offsets[j + 1]) for j in reversed(ends)]  # longest first
+    if lens[i] <= 2 or i == 0:
+        windows += _short_group_windows(r, i)
+        windows.sort(key=lambda w: w[1] - w[2])
+    for j, lo, hi in windows:
+        if 13 <= hi - lo <= 19 and is_card_number(r.digits[lo:hi]) and not _a_list(r, i, j):
             return j, lo, hi
     if lens[i] <= 4 and all(lens[j] < 5 for j in ends):
         return None
@@ -230,6 +543,53 @@ def _card_from(r: _Run, i: int) -> tuple[int, int, int] | None:
             if 13 <= hi - lo <= 19 and is_card_number(r.digits[lo:hi]):
                 return j, lo, hi
     return None
+
+
+def _seps_ok(r: _Run, i: int, j: int) -> bool:
+    """Whether groups ``i``..``j`` are split by at most one kind of punctuation."""
+    kinds = {k for k in r.kinds[i:j] if k}
+    return len(kinds) <= 1
+
+
+def _short_group_windows(r: _Run, i: int) -> list[tuple[int, int, int]]:
+    """Windows with groups of one or two digits inside: a row of alike groups starting at
+    ``i`` (with a shorter last group; two-digit rows may also be cut short or have a stray
+    group before them), or the first groups of the run."""
+    lens, offsets = r.lens, r.offsets
+    out: list[tuple[int, int, int]] = []
+    n = len(lens)
+    if i == 0:  # the run's first groups, however split ("4111 1111 1111 11 11 12/29")
+        if n > 1 and 13 <= offsets[2] <= 19:  # a number cut in two anywhere (a line wrap)
+            out.append((1, 0, offsets[2]))
+        for j in range(1, n):
+            if offsets[j + 1] > 19 or lens[j] > 6 or not _seps_ok(r, 0, j):
+                break
+            if offsets[j + 1] >= 13 and max(lens[: j + 1]) <= 6:
+                out.append((j, 0, offsets[j + 1]))
+    size = lens[i]
+    if size > 2:
+        return out
+    row_start = i == 0 or lens[i - 1] != size
+    if not row_start and (size == 1 or (i > 1 and lens[i - 2] == size)):
+        return out  # a row of one-digit groups is taken whole; two-digit rows may skip one
+    last = r.segment[i]
+    candidates = [last]
+    if last + 1 < n and lens[last + 1] < size:
+        candidates.append(last + 1)
+    if size == 2:  # a two-digit row: its first 13-19 digits
+        candidates += range(i + 6, min(last, i + 9))
+    for j in candidates:
+        if i < j < n and 13 <= offsets[j + 1] - offsets[i] <= 19 and _seps_ok(r, i, j):
+            out.append((j, offsets[i], offsets[j + 1]))
+    return out
+
+
+_ROUND_RE = re.compile(r"[1-9]0+")
+
+
+def _a_list(r: _Run, i: int, j: int) -> bool:
+    """A list of round numbers (``sizes 4000 1000 2000 3000``), not a card."""
+    return j - i >= 2 and all(_ROUND_RE.fullmatch(r.group(g)) for g in range(i, j + 1))
 
 
 def _cuts(first_len: int, last_len: int) -> list[tuple[int, int]]:
@@ -257,28 +617,150 @@ def _number_context_excludes(text: str, start: int, total_digits: int) -> bool:
     return False
 
 
+# ---------------------------------------------------------------------------------------
+# Numbers that pass Luhn by chance: ids named as such, digits inside a hash
+
+# Famous test cards are cards wherever they appear.
+_TEST_PANS = frozenset({
+    "4111111111111111", "4242424242424242", "4012888888881881", "4000056655665556",
+    "5555555555554444", "5105105105105100", "5200828282828210", "2223003122003222",
+    "378282246310005", "371449635398431", "6011111111111117", "6011000990139424",
+    "3566002020360505", "30569309025904", "38520000023237", "6200000000000005",
+    "4000000000000002", "4222222222222", "5454545454545454",
+})  # fmt: skip
+_CARDISH_WORDS = frozenset({
+    "card", "cards", "pan", "cc", "ccn", "account", "acct", "number", "num", "no", "nr",
+    "iban", "credit", "debit", "primary", "cvv", "cvc", "track", "instrument", "holder",
+})  # fmt: skip
+_ID_LAST_WORDS = frozenset({
+    "id", "ids", "uuid", "guid", "uid", "nonce", "seq", "sequence", "ts", "timestamp",
+    "epoch", "hash", "digest", "checksum", "crc", "count", "size", "bytes", "offset", "port",
+    "pid", "version", "ms", "us", "ns", "millis", "micros", "nanos",
+})  # fmt: skip
+_ID_ANY_WORDS = frozenset({"idempotency", "traceparent", "uuid", "guid"})
+_ID_FIRST_WORDS = frozenset({"trace", "span", "request", "correlation"})  # trace_key, span.ref
+# "<entity> ID 4532...": the words before an id in prose.
+_ID_ENTITIES = frozenset({
+    "transaction", "txn", "order", "request", "trace", "payment", "merchant", "customer",
+    "correlation", "event", "message", "batch", "job", "session", "user", "account", "refund",
+    "dispute", "payout", "invoice", "charge", "subscription",
+})  # fmt: skip
+_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# The end of a value: an id is a whole value, not the start of something else.
+_VALUE_END_RE = re.compile(r"\Z|[\s\"'&,;}\])<|\\]|\.(?![0-9])")
+# A key (set off from what is before it) or a tag right before a number, or "Order ID ".
+_KEY_BEFORE_RE = re.compile(
+    r"(?:(?<![^\s\"'{},&?;(\[|/])(?P<key>[A-Za-z][A-Za-z0-9_.\-]{0,63})\\{0,3}[\"']?[ \t]{0,3}"
+    r"(?:=>|:=|[:=])[ \t]{0,3}\\{0,3}[\"']?"
+    r"|<(?P<tag>[A-Za-z][A-Za-z0-9_.\-:]{0,63})(?:\s[^<>]{0,200})?>"
+    r"|(?<![^\s\"'(\[|,;])(?P<entity>[A-Za-z]{2,20})[ \t_\-]?(?:ID|Id|id)"
+    r"(?:[ \t]{1,3}|[ \t]{0,3}[:#][ \t]{0,3}))\Z"
+)
+
+
+@lru_cache(maxsize=1024)
+def id_key(name: str) -> bool:
+    """Whether a key names an id, not a card: ``order_id``, ``traceId``, ``X-Request-Id``,
+    ``idempotency_key``. A bare ``id`` says too little; a name with a card-like word in it
+    (``card_id``, ``account_number``) never does."""
+    words = [w.lower() for w in _WORD_RE.findall(name)]
+    if not words or any(w in _CARDISH_WORDS for w in words) or key_kind(name) is not None:
+        return False
+    return len(words) > 1 and (  # "id" or "nonce" alone says too little
+        words[-1] in _ID_LAST_WORDS
+        or any(w in _ID_ANY_WORDS for w in words)
+        or words[0] in _ID_FIRST_WORDS
+    )
+
+
+def _kept_as_id(text: str, start: int, end: int, digits: str) -> bool:
+    """An unbroken number named as an id by its key, or a part of a long hex string."""
+    if digits in _TEST_PANS:
+        return False
+    m = _KEY_BEFORE_RE.search(text, max(0, start - 120), start)
+    if (
+        m is not None
+        and _VALUE_END_RE.match(text, end)
+        and (
+            id_key(m.group("key") or m.group("tag"))
+            if m.group("entity") is None
+            else m.group("entity").lower() in _ID_ENTITIES
+        )
+    ):
+        return True  # "order_id=...", <TraceId>..., "Transaction ID 4532..."
+    a, b = start, end
+    while a > 0 and start - a < 128 and text[a - 1].isascii() and text[a - 1].isalnum():
+        a -= 1
+    while b < len(text) and b - end < 128 and text[b].isascii() and text[b].isalnum():
+        b += 1
+    token = text[a:b]
+    if b - a >= 24 and (a < start or b > end) and all(c in string.hexdigits for c in token):
+        return sum(c.isalpha() for c in token) >= 2
+    return False
+
+
 _DOTTED_CARD_RE = re.compile(
     r"(?<![0-9.])(?:[0-9]{4}(?:\.[0-9]{4}){2,3}\.[0-9]{1,7}|[0-9]{4}\.[0-9]{6}\.[0-9]{4,5})"
     r"(?![0-9]|\.[0-9])"
 )
 
 
-def _dotted_card(m: re.Match[str]) -> str:
-    """``4111.1111.1111.1111``: dots only in a card's own grouping (never a float or an IP)."""
-    digits = m.group().replace(".", "")
-    return card_mark(digits[-4:]) if is_card_number(digits) else m.group()
+def _view_card_spans(view: str) -> list[tuple[int, int, str]]:
+    """(start, end, placeholder) of the card numbers and track data in a view."""
+    spans = _track_spans(view)
+    if spans:  # track data is replaced whole; its digits are not read again
+        chars = list(view)
+        for s, e, _ in spans:
+            chars[s:e] = "\0" * (e - s)
+        view = "".join(chars)
+    for m in _DIGIT_RUN_RE.finditer(view):
+        run = m.group("run")
+        if run is not None and len(run) >= 13:
+            spans += ((s, e, card_mark(last4)) for s, e, last4 in _card_spans(view, m.start(), run))
+    if "." in view:
+        for m in _DOTTED_CARD_RE.finditer(view):
+            digits = m.group().replace(".", "")
+            if is_card_number(digits):
+                spans.append((m.start(), m.end(), card_mark(digits[-4:])))
+    spans.sort()
+    return spans
 
 
-def _redact_cards(text: str) -> str:
+# Invisible characters inside ASCII words ("sk_li\u200bve_...", "jane\u200b@x.com") only
+# hide them: they are dropped before any pass. (Between emoji, a zero-width joiner stays.)
+_HIDDEN_RE = re.compile(
+    r"(?<=[\x21-\x7e])[\u00ad\u180e\u200b-\u200d\u2060-\u2064\ufeff]++(?=[\x21-\x7e])"
+)
+
+
+def _view_of(text: str, views: dict[str, _View]) -> _View:
+    """The view of ``text``, built once per call of :meth:`Redactor.redact` (the passes and
+    rounds often see the same text again)."""
+    view = views.get(text)
+    if view is None:
+        view = views[text] = _View(text)
+    return view
+
+
+def _redact_cards(text: str, views: dict[str, _View]) -> str:
+    """Cards in the text as it is and in its view. Both: a stray character that the view
+    reads as a digit ("4111111111111111²") must not hide a card the text shows plainly.
+    Overlapping finds are merged, so the longer reading wins ("6500000000001\\n000")."""
+    spans = _view_card_spans(text)
+    view = _view_of(text, views)
+    if view.text != text:
+        spans += ((view.start(s), view.end(e), mark) for s, e, mark in _view_card_spans(view.text))
+        spans.sort()
     parts: list[str] = []
     last = 0
-    for m in _DIGIT_RUN_RE.finditer(text):
-        run = m.group("run")
-        if run is None or len(run) < 13:
+    for start, end, mark in spans:
+        if start < last:  # overlaps the span before: merge them
+            if end > last:
+                parts[-1] = mark
+                last = end
             continue
-        for start, end, last4 in _card_spans(text, m.start(), run):
-            parts += (text[last:start], card_mark(last4))
-            last = end
+        parts += (text[last:start], mark)
+        last = end
     return _joined(parts, text, last)
 
 
@@ -438,11 +920,22 @@ _WEBHOOK_URL_RE = re.compile(
 )
 _URL_USERINFO_RE = re.compile(
     r"(?P<scheme>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{1,19}://)"
-    r"[^/\s\"'<>?#]{1,512}@(?=[^\s@])"
+    r"(?P<userinfo>[^/\s\"'<>?#]{1,512}"
+    # a password with "/" in it (not a port and a path: "host:8080/a@b")
+    r"|[^/\s\"'<>?#@:]{0,256}:(?![0-9]{1,5}/)[^\s\"'<>@]{1,256})@(?=[^\s@])"
 )
+
+
+def _url_userinfo(m: re.Match[str]) -> str:
+    """``scheme://user:password@`` loses both; a bare ``ssh://git@`` is a forge's login."""
+    if m.group("userinfo") == "git":
+        return m.group()
+    return m.group("scheme") + SECRET_MARK + "@"
+
+
 _PRIVATE_KEY_BEGIN_RE = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 _PRIVATE_KEY_END_RE = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
-_PRIVATE_KEY_BODY_RE = re.compile(r"(?:[A-Za-z0-9+/=:\-\s]|\\[nrt])*+")
+_PRIVATE_KEY_BODY_RE = re.compile(r"(?:[A-Za-z0-9+/=:,\-\s]|\\[nrt])*+")
 
 
 def _redact_private_keys(text: str) -> str:
@@ -518,7 +1011,12 @@ _SECRET_WORDS = (
     "privatekey", "signingkey", "encryptionkey", "masterkey", "hmackey", "routingkey",
     "integrationkey", "servicekey", "licensekey", "credential", "signature",
 )  # fmt: skip
-_SECRET_KEYS = frozenset({"pwd", "pass", "pin", "cardpin", "pinblock", "sig", "dsn"})
+_SECRET_KEYS = frozenset({
+    "pwd", "pw", "pass", "pin", "cardpin", "pinblock", "sig", "dsn", "storepass", "keypass",
+    "srcstorepass", "deststorepass", "srckeypass", "destkeypass", "passin", "passout",
+    "dbpass", "adminpass", "rootpass", "userpass", "track1", "track2", "track3", "trackdata",
+    "track1data", "track2data", "track2equivalentdata", "magstripe", "magstripedata",
+})  # fmt: skip
 _PERCENT_BRACKETS_RE = re.compile(r"%5[bd]", re.IGNORECASE)
 _NON_ALNUM_RE = re.compile(r"[\W_]+")
 
@@ -567,6 +1065,7 @@ _QUOTED_BODY_RE = {
 _UNQUOTED_RE = re.compile(r"[^\s\"'&,;<>{}\[\]()|#\\]++")
 _DIGIT_GROUPS_RE = re.compile(rf"[0-9]++(?:{_SEP}[0-9]++)*+")
 _PAIR_MORE_RE = re.compile(r"[;,][ \t]?[^\s\"'&,;<>{}\[\]()|#\\=]*+=[^\s\"'&,;<>{}\[\]()|#\\]*+")
+_NOT_IN_CONN_VALUE_RE = re.compile(r"[=\"'&\r\n<>{}\[\]]")
 _ENV_REF_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 _SCHEME_RE = re.compile(
     r"(?i)(?:bearer|basic|digest|token|apikey|api-key|key|negotiate|ntlm|hmac|oauth|ssws"
@@ -606,6 +1105,11 @@ def _unquoted_span(text: str, pos: int, kind: KeyKind) -> tuple[int, int] | None
         # a list of pairs is one value: "Cookie: a=1; b=2", "Stripe-Signature: t=1,v1=ab"
         while (more := _PAIR_MORE_RE.match(text, end)) is not None:
             end = more.end()
+    elif kind == SECRET and text.startswith(" ", end):
+        # a connection string's value runs to its ";": "Password=p@ss w0rd;Server=x"
+        semi = text.find(";", end, end + 64)
+        if semi > 0 and _NOT_IN_CONN_VALUE_RE.search(text, end, semi) is None:
+            end = semi
     return pos, end
 
 
@@ -639,6 +1143,9 @@ def _masked_value(kind: KeyKind, value: str) -> str | None:
 def _value_edit(text: str, pos: int, kind: KeyKind) -> tuple[int, int, str] | None:
     """(start, end, replacement) for the value of a ``kind`` key that starts at ``pos``."""
     span = _quoted_span(text, pos)
+    if span is None and kind == SECRET and text.startswith("{", pos):
+        close = text.find("}", pos, pos + 256)  # ODBC: "PWD={p;ss w0rd};"
+        span = (pos + 1, close) if close > pos + 1 else None
     if span is None:
         if pos >= len(text) or _ENV_REF_RE.match(text, pos):
             return None
@@ -682,31 +1189,187 @@ def _redact_xml(text: str, kind_of: Callable[[str], KeyKind | None]) -> str:
 # Free-standing authorization values, CVVs and e-mail addresses
 
 _FREE_AUTH_RE = re.compile(
-    r"(?i)(?<![A-Za-z0-9])(?P<scheme>bearer|basic)(?P<space>[ \t]+)"
+    r"(?i)(?<![A-Za-z0-9])(?P<scheme>bearer|basic)(?P<space>[ \t]+|%20|\+)"
     r"(?P<token>[A-Za-z0-9\-._~+/]++=*+)"
 )
+# Words after "Bearer" or "Basic" in prose, not credentials.
+_AUTH_PROSE = frozenset({
+    "token", "tokens", "auth", "authentication", "authorization", "authorisation", "scheme",
+    "schemes", "header", "headers", "credential", "credentials", "realm", "missing",
+    "invalid", "expired", "required", "is", "was", "are", "the", "a", "an", "of", "and",
+    "or", "to", "for", "with", "from", "in", "on", "not", "no", "only", "type", "format",
+    "value", "string", "prefix", "plan", "tier", "info", "access", "support", "usage",
+    "check", "user", "users", "password", "login", "http", "mode", "flow", "grant", "jwt",
+    "oauth", "oauth2", "api", "key", "keys", "account", "level", "error", "failed",
+    "instead", "authenticator", "example", "here", "there", "it", "this", "that", "used",
+    "sent", "set", "given", "provided", "rejected", "accepted", "ok", "yes",
+})  # fmt: skip
+
+
+def _free_auth(m: re.Match[str]) -> str:
+    """``Bearer <token>`` anywhere (short tokens too); ``Basic <credentials>`` when they
+    look encoded. Prose ("Basic auth failed", "Bearer token missing") is left."""
+    token = m.group("token")
+    word = token.lower().strip("-._~+/")
+    if word in _AUTH_PROSE or token.lower() in _HARMLESS_VALUES or not word:
+        return m.group()
+    looks_random = any(c.isdigit() or c in "-._~+/=" for c in token) or (
+        token.lower() != token != token.upper()
+    )
+    if m.group("scheme").lower() == "bearer" or (len(token) >= 4 and looks_random):
+        return m.group("scheme") + m.group("space") + TOKEN_MARK
+    return m.group()
+
+
+# A CVV named in free text: "cvv 123", "CVV: 123", "security code is 123", "CVV(123)",
+# "card verification value = 1234". It is read in the normalised view, so "cvv%3D123",
+# "\u0031\u0032\u0033" and fullwidth digits are found too.
 _FREE_CVV_RE = re.compile(
-    r"(?i)(?<![A-Za-z0-9])(?P<key>cvv2?|cvc2?|cvn2?|csc|cv2|security[ _\-]?code)"
-    r"(?P<sep>[ \t]{1,3}(?:(?:is|code|number|no\.?|#)[ \t]{0,3})?|[ \t]{0,3}#[ \t]{0,3})"
-    r"(?P<value>[0-9]{3,4})(?![0-9])"
+    r"(?i)(?<![A-Za-z0-9])(?P<key>cvv2?|cvc2?|cvn2?|cv2|csc|cvd|cav2"
+    r"|(?:card[ _\-]?)?(?:security|verification)[ _\-]?(?:code|value|number)"
+    r"|card[ _\-]?code|sec[ _\-]?code)(?![A-Za-z0-9])"
+    r"(?P<sep>(?:[ \t\r\n:=#(\[{\"'\])}>*\-/|.,]|\\{1,3}[\"']"
+    r"|(?:is|was|code|number|no|nr|num|value|of|the|entered|provided|used|given|reads?"
+    r"|equals?)(?![A-Za-z])){0,12}+)"
+    r"(?P<value>[0-9](?:[ \-.]?[0-9]){2,3})(?![0-9])"
 )
+_CVV_HINTS = ("cv", "csc", "cav2", "securi", "verif", "sec", "card code", "card_code",
+              "cardcode", "card-code")  # fmt: skip
+
+
+def _redact_free_cvvs(text: str, views: dict[str, _View]) -> str:
+    view = _view_of(text, views)
+    spans = [(*m.span("value"), CVV_MARK) for m in _FREE_CVV_RE.finditer(view.text)]
+    return _replaced_in_view(text, view, spans) if spans else text
+
+
 # The local part never starts right after a digit group ("4111 1111 1111 1111@x.com"): it
 # would take the card's last group and leave the rest; the card pass takes it all.
 _EMAIL_RE = re.compile(
     r"(?<![\w.%+\-])(?<![0-9][ \t\u00a0])(?<![0-9]%20)"
-    r"[\w.%+\-]+(?:@|%40)(?:[\w\-]+\.)+[^\W\d_]{2,}"
+    r"(?P<local>[\w.%+\-]+)(?:@|%40)(?:[\w\-]+\.)+(?P<tld>[^\W\d_]{2,})"
 )
+# "icon@2x.png" names a file; these endings are no top-level domains.
+_FILE_ENDINGS = frozenset({
+    "png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css", "js", "mjs", "cjs", "json",
+    "html", "htm", "txt", "pdf", "xml", "map", "woff", "woff2", "ttf", "yaml", "yml",
+    "lock", "log", "tsx", "jsx", "scss", "avif", "mp4", "webm",
+})  # fmt: skip
+_REMOTE_PATH_RE = re.compile(r":[\w~.\-]++(?:/[\w~.\-]++)*+")
 
 
-def _free_auth(m: re.Match[str]) -> str:
-    """``Bearer <token>`` anywhere; prose ("Basic auth failed", "Bearer token") is left."""
-    token = m.group("token")
-    looks_random = any(c.isdigit() or c in "-._~+/=" for c in token) or (
-        token.lower() != token != token.upper()
-    )
-    if len(token) >= 8 and looks_random:
-        return m.group("scheme") + m.group("space") + TOKEN_MARK
-    return m.group()
+def _email(m: re.Match[str]) -> str:
+    """An e-mail address, unless it is an ssh remote (``git@github.com:org/repo.git``),
+    a forge's ``git@host`` or a file name (``icon@2x.png``)."""
+    if m.group("local") == "git" or m.group("tld").lower() in _FILE_ENDINGS:
+        return m.group()
+    path = _REMOTE_PATH_RE.match(m.string, m.end())
+    if path is not None and ("/" in path.group() or path.group().endswith(".git")):
+        return m.group()
+    return EMAIL_MARK
+
+
+# ---------------------------------------------------------------------------------------
+# Secrets on command lines, and AWS secret keys without their key name
+
+# "--password hunter2", "-storepass x", "--client-secret 'a b'": a flag named like a
+# secret and the word after it ("--password=x" is a key=value pair and found as such).
+_CLI_FLAG_RE = re.compile(
+    r"(?P<flag>-(?<![\w\-]-)-?[A-Za-z][\w\-]{1,40})[ \t]++"  # "-" first: a fast scan
+    r"(?P<value>\"(?:[^\"\\\r\n]|\\.)*+\"|'[^'\r\n]*+'|[^\s\"'\-<>|&;`$(){}\[\]][^\s\"'<>|&;`]*+)"
+)
+# Flags named like a secret whose value is not one: a file, a name, a length, a mode.
+_CLI_FLAG_NOT_SECRET = re.compile(
+    r"(?i)[_\-](?:stdin|file|path|dir|env|prompt|length|policy|ttl|expiry|expires|rotation"
+    r"|reset|hint|type|mode|name|id|version|algorithm|format|size|count|age|store|manager"
+    r"|ref|arn|url|uri|header|scheme|source)$"
+)
+# Tools whose short flags take a password: mysql -pSECRET, sshpass -p x, redis-cli -a x,
+# ldapsearch -w x, sqlcmd -P x, docker login -p x, smbclient -U user%pass.
+_CLI_TOOL_RE = re.compile(
+    r"(?i)(?<![\w\-])(?:(?P<mysql>mysql\w*|mariadb\w*)|(?P<sshpass>sshpass)"
+    r"|(?P<redis>redis-cli)|(?P<ldap>ldap\w+)|(?P<sqlcmd>sqlcmd|bcp)|(?P<smb>smbclient|rpcclient|smbmap)"
+    r"|(?P<login>(?:docker|podman|buildah|nerdctl|skopeo|helm[ \t]+registry|oras|oc|az|cf)"
+    r"[ \t]+(?:login|auth)|mongo\w*))(?![\w\-])"
+)
+_CLI_VALUE = r"(?P<value>'[^'\r\n]*+'|\"[^\"\r\n]*+\"|[^\s'\"\-][^\s]*+)"
+_CLI_TOOL_FLAGS = {
+    "mysql": re.compile(rf"(?<![\w\-])-p{_CLI_VALUE}"),  # glued: "-p x" names a database
+    "sshpass": re.compile(rf"(?<![\w\-])-p[ \t]*{_CLI_VALUE}"),
+    "redis": re.compile(rf"(?<![\w\-])-a[ \t]*{_CLI_VALUE}"),
+    "ldap": re.compile(rf"(?<![\w\-])-w[ \t]*{_CLI_VALUE}"),
+    "sqlcmd": re.compile(rf"(?<![\w\-])-P[ \t]*{_CLI_VALUE}"),
+    "smb": re.compile(r"(?<![\w\-])-U[ \t]*[^\s%]{1,128}%(?P<value>[^\s]+)"),
+    "login": re.compile(rf"(?<![\w\-])-p[ \t]*{_CLI_VALUE}"),
+}
+# "curl -u user:pass", "--user user:pass", "--proxy-user u:p" (uid:gid pairs are kept).
+_CLI_USER_RE = re.compile(
+    r"-(?<![\w\-]-)(?:u|-user|-proxy-user)(?:[ \t]*+|=)(?P<q>['\"]?)(?P<user>[^\s:'\"@]{1,128}):"
+    r"(?P<value>[^\s'\"]{1,256})(?P=q)"
+)
+_OPENSSL_PASS_RE = re.compile(r"-(?<![\w\-]-)pass(?:in|out)?[ \t]++pass:(?P<value>[^\s'\"]++)")
+
+
+def _inner(m: re.Match[str]) -> tuple[int, int]:
+    """The span of a value without its quotes."""
+    start, end = m.span("value")
+    if end - start >= 2 and m.string[start] in "'\"" and m.string[end - 1] == m.string[start]:
+        return start + 1, end - 1
+    return start, end
+
+
+def _redact_command_lines(text: str, kind_of: Callable[[str], KeyKind | None]) -> str:
+    edits: list[tuple[int, int, str]] = []
+    if "-" in text:
+        for m in _CLI_FLAG_RE.finditer(text):
+            flag = m.group("flag")
+            kind = kind_of(flag.lstrip("-"))
+            if kind is None or _CLI_FLAG_NOT_SECRET.search(flag):
+                continue
+            start, end = _inner(m)
+            mark = _masked_value(kind, text[start:end])
+            if mark is not None:
+                edits.append((start, end, mark))
+        for m in _CLI_USER_RE.finditer(text):
+            if not (m.group("user").isdigit() and m.group("value").isdigit()):
+                edits.append((*_inner(m), SECRET_MARK))
+        if "pass:" in text:
+            edits += ((*m.span("value"), SECRET_MARK) for m in _OPENSSL_PASS_RE.finditer(text))
+        done: dict[str, int] = {}  # tool -> end of the line already read for its flags
+        for tool in _CLI_TOOL_RE.finditer(text):
+            name = tool.lastgroup or ""
+            if tool.end() < done.get(name, 0):
+                continue
+            done[name] = line_end = _line_end(text, tool.end())
+            for m in _CLI_TOOL_FLAGS[name].finditer(text, tool.end(), line_end):
+                start, end = _inner(m)
+                if not _PLACEHOLDER_RE.fullmatch(text[start:end]):
+                    edits.append((start, end, SECRET_MARK))
+    parts: list[str] = []
+    last = 0
+    for start, end, mark in sorted(edits):
+        if start >= last and not _PLACEHOLDER_RE.fullmatch(text[start:end]):
+            parts += (text[last:start], mark)
+            last = end
+    return _joined(parts, text, last)
+
+
+# An AWS secret access key: 40 characters of base64, random (mixed case, many changes of
+# case), on its own. Hex digests, paths and identifiers are not random enough.
+_AWS_SECRET_RE = re.compile(r"(?<![A-Za-z0-9/+=_\-])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=_\-])")
+
+
+def _aws_secret(m: re.Match[str]) -> str:
+    s = m.group()
+    if s[0] == "/" or s[-1] == "/" or "//" in s or all(c in string.hexdigits for c in s):
+        return s
+    if not (any(c.isupper() for c in s) and any(c.islower() for c in s)):
+        return s
+    if not any(c.isdigit() or c in "/+" for c in s):
+        return s
+    letters = [c.isupper() for c in s if c.isalpha()]
+    changes = sum(a != b for a, b in pairwise(letters))
+    return SECRET_MARK if changes >= 8 and len(set(s)) >= 20 else s
 
 
 # ---------------------------------------------------------------------------------------
@@ -748,9 +1411,10 @@ class Redactor:
         """``text`` with card data, credentials and personal data replaced by placeholders."""
         if not isinstance(text, str):  # defensive: callers are typed, data is not
             text = str(text)
+        views: dict[str, _View] = {}
         try:
             for _ in range(_MAX_ROUNDS):
-                done = self._once(text)
+                done = self._once(text, views)
                 if done == text:
                     return done
                 text = done
@@ -758,33 +1422,36 @@ class Redactor:
         except Exception:  # never let unredacted text through because of a bug here
             return FAILED_MARK
 
-    def _once(self, text: str) -> str:
+    def _once(self, text: str, views: dict[str, _View]) -> str:
         for pattern, mark in self._extra:
             text = pattern.sub(mark, text)
         # Order matters. Token formats go first: a Slack token's digit groups are not a
         # card. Cards go before the passes that take one word after a key ("cvv=", "Bearer
         # ", "password: "): such a word must never split a card and leave most of it.
         # Each pass is skipped when a literal it needs is absent (a cheap scan).
+        if not text.isascii():
+            text = _HIDDEN_RE.sub("", text)
         if "PRIVATE KEY" in text:
             text = _redact_private_keys(text)
         if "://" in text:
-            text = _URL_USERINFO_RE.sub(lambda m: m.group("scheme") + SECRET_MARK + "@", text)
+            text = _URL_USERINFO_RE.sub(_url_userinfo, text)
             text = _WEBHOOK_URL_RE.sub(lambda m: m.group("keep") + SECRET_MARK, text)
         text = _redact_token_formats(text)
         if "@" in text or "%40" in text:
-            text = _EMAIL_RE.sub(EMAIL_MARK, text)
+            text = _EMAIL_RE.sub(_email, text)
         text = _redact_ibans(text)
-        text = _redact_cards(text)
-        text = _DOTTED_CARD_RE.sub(_dotted_card, text)
+        text = _redact_cards(text, views)
         text = _MASKED_PAN_RE.sub(_masked_pan, text)
         if "</" in text:
             text = _redact_xml(text, self.key_kind)
         text = _redact_pairs(text, self.key_kind)
+        text = _redact_command_lines(text, self.key_kind)
+        text = _AWS_SECRET_RE.sub(_aws_secret, text)
         lower = text.lower()
         if "bearer" in lower or "basic" in lower:
             text = _FREE_AUTH_RE.sub(_free_auth, text)
-        if any(w in lower for w in ("cv", "csc", "security")):
-            text = _FREE_CVV_RE.sub(lambda m: m.group("key") + m.group("sep") + CVV_MARK, text)
+        if any(w in lower for w in _CVV_HINTS):
+            text = _redact_free_cvvs(text, views)
         return text
 
     def redact_value(self, value: object) -> object:
@@ -826,7 +1493,10 @@ class Redactor:
                 key = self.redact(k) if isinstance(k, str) else k
                 # judged on the redacted key, so a second pass judges it alike (idempotence)
                 kind = self.key_kind(key) if isinstance(key, str) else None
-                item = self._value(v, depth, active) if kind is None else _keyed(kind, v)
+                if kind is None and isinstance(key, str) and id_key(key) and _an_id(v):
+                    item = v  # "order_id": 4532015112830366 passes Luhn by chance
+                else:
+                    item = self._value(v, depth, active) if kind is None else _keyed(kind, v)
                 while key in out:  # two keys redacted alike must not overwrite each other
                     key = f"{key} (2)" if isinstance(key, str) else repr(key)
                 out[key] = item
@@ -841,6 +1511,14 @@ class Redactor:
             return type(value)(items)  # type: ignore[call-arg]
         except TypeError:  # unhashable redacted items: a set of strings never is
             return items
+
+
+def _an_id(value: object) -> bool:
+    """An unbroken number (int or digits) that is no famous test card."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return False
+    digits = str(value)
+    return digits.isascii() and digits.isdigit() and digits not in _TEST_PANS
 
 
 def _keyed(kind: KeyKind, value: object) -> object:

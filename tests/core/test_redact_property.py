@@ -8,6 +8,7 @@ HTML escapes, any Unicode digit) and looks for digits left outside the placehold
 from __future__ import annotations
 
 import html
+import random
 import re
 import unicodedata
 from collections.abc import Callable
@@ -39,7 +40,7 @@ def luhn_complete(body: str) -> str:
 def card_numbers(draw: st.DrawFn) -> str:
     prefix, length = draw(st.sampled_from(ISSUERS))
     n = length - len(prefix) - 1
-    body = draw(st.text(alphabet="0123456789", min_size=n, max_size=n))
+    body = str(draw(st.integers(0, 10**n - 1))).zfill(n)
     return luhn_complete(prefix + body)
 
 
@@ -76,10 +77,23 @@ def split(digits: str, sizes: list[int]) -> list[str]:
     return out
 
 
-@st.composite
+LAYOUTS = st.sampled_from(["plain", "fours", "printed", "uniform", "wrapped", "odd"])
+SEEDS = st.integers(0, 2**32)
+WEAK = st.sampled_from([None, *WEAK_SEPS])
+FORMS = st.sampled_from(DIGIT_FORMS)
+ZERO_WIDTHS = st.sampled_from([None, None, *ZERO_WIDTH])
+LINE_BREAKS = ["\n", "\r\n", "\\n", "\n    ", " \n", "\\r\\n"]
+
+
 def written(draw: st.DrawFn, card: str) -> str:
-    """``card`` as a log might hold it: grouped, separated, encoded, split over lines."""
-    layout = draw(st.sampled_from(["plain", "fours", "printed", "uniform", "wrapped", "odd"]))
+    """``card`` as a log might hold it: grouped, separated, encoded, split over lines.
+
+    The few choices that shape it are drawn; the many small ones (each digit's form, each
+    separator when they are mixed) come from a seeded ``Random``, which keeps an example
+    cheap to generate: 10,000 of them run in seconds.
+    """
+    layout = draw(LAYOUTS)
+    rnd = random.Random(draw(SEEDS))
     n = len(card)
     if layout == "plain":
         groups = [card]
@@ -88,47 +102,62 @@ def written(draw: st.DrawFn, card: str) -> str:
     elif layout == "printed":
         groups = split(card, {15: [4, 6, 5], 14: [4, 6, 4], 19: [4, 4, 4, 4, 3]}.get(n, [4] * 4))
     elif layout == "uniform":  # 4 1 1 1 ..., 41 11 11 ..., 411 111 ...
-        groups = split(card, [draw(st.integers(1, 6))] * n)
+        groups = split(card, [rnd.randint(1, 6)] * n)
     elif layout == "wrapped":  # a hard wrap anywhere
-        cut = draw(st.integers(1, n - 1))
+        cut = rnd.randint(1, n - 1)
         groups = [card[:cut], card[cut:]]
     else:  # the card's first groups as they come: "4111 1111 1111 11 11"
         groups = split(card, [4, 4, 4, 2, 2, 2, 1])
-    weak = draw(st.sampled_from([None, *WEAK_SEPS]))
-    seps = STRONG_SEPS + ([weak] if weak else [])
-    if layout == "wrapped":
-        seps = ["\n", "\r\n", "\\n", "\n    ", " \n", "\\r\\n"]
-    mixed = draw(st.booleans())
-    form = draw(st.sampled_from(DIGIT_FORMS))
-    sep = draw(st.sampled_from(seps))
-    zero_width = draw(st.sampled_from([None, *ZERO_WIDTH]))
+    weak = draw(WEAK)
+    seps = LINE_BREAKS if layout == "wrapped" else STRONG_SEPS + ([weak] if weak else [])
+    mixed = rnd.random() < 0.5
+    form = draw(FORMS)
+    sep = rnd.choice(seps)
+    zero_width = draw(ZERO_WIDTHS)
     out: list[str] = []
     for g, group in enumerate(groups):
         if g:
-            out.append(draw(st.sampled_from(seps)) if mixed else sep)
+            out.append(rnd.choice(seps) if mixed else sep)
         for k, digit in enumerate(group):
-            if k and zero_width and draw(st.booleans()):
+            if k and zero_width and rnd.random() < 0.5:
                 out.append(zero_width)
-            out.append((draw(st.sampled_from(DIGIT_FORMS)) if mixed else form)(digit))
+            out.append((rnd.choice(DIGIT_FORMS) if mixed else form)(digit))
     return "".join(out)
 
 
 # Random text around the card, holding no digit of any script and none of the characters
 # that would make it something else on purpose: an escape ("%", "\", "&"), a "+" phone or
 # a decimal ".", a key the redactor reads as an id ("=", ":", "<", "#"), hex letters (a
-# card glued inside a hash is kept), track data ("^", ";").
-def _plain(ch: str) -> bool:
-    return unicodedata.digit(ch, None) is None and not 0xFF00 <= ord(ch) <= 0xFFEF
+# card glued inside a hash is kept), track data ("^", ";"). A space parts it from the
+# words before the card, so that it cannot turn "pan=" into "span=".
+_NOISE_RANGES = [
+    (0x20, 0x7F), (0xA0, 0x250), (0x370, 0x400), (0x400, 0x460), (0x5D0, 0x5EB),
+    (0x600, 0x6FF), (0x900, 0x97F), (0x2000, 0x2070), (0x2190, 0x2200), (0x3040, 0x30FF),
+    (0x4E00, 0x4E40), (0xAC00, 0xAC40), (0xFE00, 0xFE10), (0x1F300, 0x1F340),
+    (0x1D400, 0x1D420),
+]  # fmt: skip
+_NOISE_ALPHABET = [
+    ch
+    for start, stop in _NOISE_RANGES
+    for ch in map(chr, range(start, stop))
+    if unicodedata.digit(ch, None) is None
+    and unicodedata.category(ch) not in ("Nd", "No", "Nl", "Cs")
+    and ch not in "abcdefABCDEF%\\&+.=:<#^;"
+]
 
 
-noise = st.text(
-    alphabet=st.characters(
-        exclude_categories=("Nd", "No", "Nl", "Cs"),
-        exclude_characters="abcdefABCDEF%\\&+.=:<#^;",
-    ).filter(_plain),
-    max_size=30,
-)
-BEFORE = ["", "\n", "card ", "card: ", "pan=", '{"pan":"', '{"card": {"number": "', "<PAN>",
+@st.composite
+def _noise(draw: st.DrawFn) -> str:
+    """Up to 30 characters of Latin, Greek, Cyrillic, Hebrew, Arabic, Devanagari, CJK,
+    Hangul, emoji, invisible and punctuation characters (but no digit of any script)."""
+    rnd = random.Random(draw(SEEDS))
+    return "".join(rnd.choices(_NOISE_ALPHABET, k=rnd.randint(0, 30)))
+
+
+noise = _noise()
+
+
+BEFORE = ["|", "\n", "card ", "card: ", "pan=", '{"pan":"', '{"card": {"number": "', "<PAN>",
           "card[number]=", "?card=", "(", "[", "'", ">", "\t|", "\u00ab", "x", "paid with ",
           '"number":', "number%3D", "\\\"number\\\":\\\""]  # fmt: skip
 AFTER = ["", "\n", " ", '"}', "</PAN>", "&currency=EUR", ")", "]", "'", "<", "\t|", "\u00bb", "y",
@@ -147,14 +176,21 @@ def visible_digits(text: str) -> str:
     return "".join(str(d) for d in (unicodedata.digit(c, None) for c in text) if d is not None)
 
 
+CARDS = card_numbers()
+BEFORE_CARD = st.sampled_from(BEFORE)
+AFTER_CARD = st.sampled_from(AFTER)
+
+
 @st.composite
 def cards_in_text(draw: st.DrawFn) -> tuple[str, str]:
-    card = draw(card_numbers())
+    card = draw(CARDS)
     text = (
         draw(noise)
-        + draw(st.sampled_from(BEFORE))
-        + draw(written(card))
-        + draw(st.sampled_from(AFTER))
+        + " "
+        + draw(BEFORE_CARD)
+        + written(draw, card)
+        + draw(AFTER_CARD)
+        + " "
         + draw(noise)
     )
     return card, text
@@ -199,7 +235,7 @@ LOOK_ALIKES = [
     "decline_rate=0.4242424242424242",
     "192.168.100.200:8080",
     "2001:db8::8a2e:370:7334",
-    "card 411111******1111",
+    "card ************1111",
     "last4=1111 bin=411111 exp 12/29",
     "4111111111111112",
     "commit a94a8fe5ccb19ba61c4c0873d391e987982fbbd3",
@@ -216,15 +252,23 @@ LOOK_ALIKES = [
     "Adyen pspReference 8815329842815468",
 ]
 ID_NAMES = ["order_id", "orderId", "trace_id", "request_id", "X-Request-Id", "span_id",
-            "transaction_id", "idempotency_key", "correlationId", "id"]  # fmt: skip
+            "transaction_id", "idempotency_key", "correlationId", "payment_id"]  # fmt: skip
 ID_FORMS = ["{name}={id}", '"{name}": {id}', '"{name}":"{id}"', "<{name}>{id}</{name}>",
             "{name}: {id}", "'{name}': '{id}'", "?{name}={id}&x=1"]  # fmt: skip
+
+
+# Published test cards are cards wherever they appear, even under an id's name.
+FAMOUS = {"4111111111111111", "4242424242424242", "4012888888881881", "4000056655665556",
+          "5555555555554444", "5105105105105100", "5200828282828210", "2223003122003222",
+          "6011111111111117", "6011000990139424", "3566002020360505", "6200000000000005",
+          "4000000000000002", "5454545454545454"}  # fmt: skip
+lucky_numbers = card_numbers().filter(lambda n: len(n) == 16 and n not in FAMOUS)
 
 
 @st.composite
 def lucky_ids(draw: st.DrawFn) -> str:
     """A 16-digit id that passes Luhn and an issuer prefix by chance, under an id's name."""
-    number = draw(card_numbers().filter(lambda n: len(n) == 16))
+    number = draw(lucky_numbers)
     form = draw(st.sampled_from(ID_FORMS))
     return form.format(name=draw(st.sampled_from(ID_NAMES)), id=number)
 
@@ -242,7 +286,7 @@ def test_look_alikes_survive_in_any_text(look_alike: str, before: str, after: st
 
 @settings(max_examples=500, deadline=None)
 @given(
-    number=card_numbers().filter(lambda n: len(n) == 16),
+    number=lucky_numbers,
     name=st.sampled_from(ID_NAMES),
     as_int=st.booleans(),
 )

@@ -80,11 +80,12 @@ def test_planted_label_values_reach_the_evidence_only_masked(
 ) -> None:
     out, screen, records = run
     blob = _everything(out, screen, records)
-    # The planted values were shown in the evidence (by reason, by method)... masked.
+    # The planted values were shown in the evidence (by method; a reason only when it stands
+    # out, which a PSP outage's issuer declines do not)... masked.
     shown = [
         v for v in ("do_not_honor card=[CARD ****1111]", "nsf [EMAIL]", "[SECRET]") if v in blob
     ]
-    assert len(shown) >= 2, shown
+    assert shown, shown
     for secret in (CARD, TOKEN, EMAIL, "4111 1111 1111 1111"):
         assert secret not in blob
     assert card_numbers(blob) == []
@@ -93,4 +94,4 @@ def test_planted_label_values_reach_the_evidence_only_masked(
 def test_odd_label_values_do_not_break_the_queries(run: tuple[Path, str, list[str]]) -> None:
     out, _, records = run
     assert not [r for r in records if "parse error" in r or "bad query" in r.lower()]
-    assert list((out / "slack").glob("*-postMessage.json"))  # incidents were posted
+    assert list((out / "slack").glob("*-chat.postMessage.json"))  # incidents were posted
