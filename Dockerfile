@@ -10,6 +10,10 @@ COPY detectors ./detectors
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm
+# PAYTRIAGE_HTTP_HOST=0.0.0.0: inside a container the health probes and Slack's requests
+# come from outside its network namespace, so the endpoint listens on every interface of the
+# container (publish only what you need). Its bodies are redacted; the Slack endpoint
+# refuses unsigned or oversized requests before reading them.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PAYTRIAGE_CONFIG=/etc/paytriage/paytriage.yaml \
