@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import Field, ValidationInfo, field_validator
 
 from paytriage.core.promql import check_label_name, check_template
-from paytriage.core.types import Duration, LabelName, StrictModel
+from paytriage.core.types import Duration, LabelName, PositiveDuration, StrictModel
 from paytriage.detectors.signals import Frame, LabelKey, Offset
 from paytriage.domain.findings import Finding, Severity
 
@@ -40,8 +40,25 @@ class DetectorConfig(StrictModel):
         description="the condition must hold this long before a finding is raised",
     )
     clear_after: Duration = Field(
-        default=timedelta(minutes=10),
-        description="quiet time before a raised finding clears (hysteresis)",
+        default=timedelta(minutes=5),
+        description="how long a raised finding's signal must stay back within its band "
+        "before it clears (hysteresis): longer than a dip back into band in the middle of a "
+        "problem, short enough that the page resolves with the recovery",
+    )
+    recovery_window: PositiveDuration = Field(
+        default=timedelta(minutes=5),
+        description="a raised finding holds while its signal over this recent window (whole "
+        "minutes, pooled) is still out of its band; once it is back, the minutes since it "
+        "came back count towards clear_after, so the window costs no time up to "
+        "clear_after, and pooling keeps a quiet minute of a small slice from passing for "
+        "a recovery",
+    )
+    recovery_alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="how improbable the recovery window must still be for a raised finding "
+        "to hold: far looser than raising one (hysteresis)",
     )
     runbook: str | None = Field(
         default=None, description="runbook id; default: matched by front matter"
@@ -81,9 +98,15 @@ class Assessment:
     """A detector's verdict on one key (dimensions) at one step, before persistence.
 
     ``breach`` is the strict condition that must hold for ``for`` before a finding is raised;
-    ``holding`` the looser one that keeps a raised finding open (hysteresis). ``finding`` is
-    what is reported while it is raised. ``since`` is when the data shows the breach began,
-    when the detector checked that itself (it counts towards ``for``).
+    ``holding`` is what keeps a raised finding open: its signal, read over the detector's
+    short recent window, still out of its band (a looser test than ``breach``: hysteresis).
+    It is judged on its own, not implied by ``breach``: long windows and trailing tests
+    still see a problem minutes after it ended, and a raised finding must clear when its
+    signal is back, not when they have forgotten it. ``finding`` is what is reported while
+    it is raised. ``since`` is when the data shows the breach began, when the detector
+    checked that itself (it counts towards ``for``); ``recovered_since``, for a raised key
+    that no longer holds, when the data shows its signal back within its band (it counts
+    towards ``clear_after`` and is the finding's *impact ended* time).
     """
 
     key: tuple[tuple[str, str], ...]
@@ -91,6 +114,7 @@ class Assessment:
     holding: bool
     finding: Finding
     since: datetime | None = None
+    recovered_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -141,9 +165,13 @@ class Detector(Generic[C]):
     compares with (days and weeks back), ``history_signals`` which signals it reads there
     (None: all), ``lookback`` how much of the present it needs. ``assess`` is pure: a frame,
     a step and the keys it has raised (an open finding may explain a second slice) give its
-    verdicts. ``onset`` estimates when a raised finding began. ``chart``, ``ratio``,
-    ``follow_ups`` and ``causes`` (the postmortem's hypothesis for each ``details["cause"]``
-    it names) are what the evidence and the postmortem show of it.
+    verdicts. ``onset`` estimates when a raised finding began. ``remembers`` is how long
+    after a finding clears its problem still shows in the detector's long windows: the key
+    is handed to ``assess`` with the raised ones that long (None: not at all), and judged
+    as they are: it is raised again only with its signal out of its band now, and it still
+    explains overlapping slices whose windows hold that problem. ``chart``, ``ratio``,
+    ``follow_ups`` and ``causes`` (the postmortem's hypothesis for each
+    ``details["cause"]`` it names) are what the evidence and the postmortem show of it.
     """
 
     id: str
@@ -154,6 +182,7 @@ class Detector(Generic[C]):
     assess: Callable[[C, Frame, int, frozenset[LabelKey]], list[Assessment]]
     onset: Callable[[C, Frame, Assessment, int], datetime | None]
     history_signals: Callable[[C], Collection[str]] | None = None
+    remembers: Callable[[C], timedelta] | None = None
     chart: Chart | None = None
     ratio: RatioQueries | None = None
     follow_ups: FollowUps = field(default_factory=dict)

@@ -11,6 +11,7 @@ against the allowance, or against the PSP's own failure rate over the ``baseline
 allowance, so 1 % failing at a PSP that fails 0.2 % of its 200 captures every 5 minutes is
 raised within the half hour, while the same 1 % at a PSP that always fails 0.8 % is only
 judged against the allowance. These persistent tests run at ``sustained_false_alarm_rate``.
+A raised PSP holds on its last minutes, not on those windows (``_recovery``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from paytriage.detectors.signals import (
     last_minute,
     last_minute_high,
     ratio_onset,
+    ratio_recovery,
 )
 from paytriage.detectors.stats import estimate_overdispersion, proportion_excess
 from paytriage.domain.findings import Finding, QueryRef, Severity
@@ -188,9 +190,9 @@ def assess(
         breach = breach or since is not None
         if not breach:
             breach = _sustained(cfg, frame, key, i, floor, hold_level)
-        holding = ratio >= hold_level
-        if not (breach or holding):
+        if not (breach or key in active):
             continue
+        holding, back = _recovery(cfg, frame, key, i, ratio, hold_level)
         dims = dims_of(key)
         where = ", ".join(f"{k}={v}" for k, v in dims.items()) or "all PSPs"
         start: datetime = frame.when(max(0, i - frame.steps(cfg.window)))
@@ -223,10 +225,52 @@ def assess(
         )
         out.append(
             Assessment(
-                key, breach, holding, finding, since=None if since is None else frame.when(since)
+                key,
+                breach,
+                holding,
+                finding,
+                since=None if since is None else frame.when(since),
+                recovered_since=None if holding else back,
             )
         )
     return out
+
+
+def _recovery(
+    cfg: Config, frame: Frame, key: LabelKey, i: int, ratio: float, hold_level: float
+) -> tuple[bool, datetime | None]:
+    """Does a raised PSP still hold, and if not, since when are its captures back?
+
+    Read over the last ``recovery_window`` minutes (longer for a PSP with few captures, up
+    to ``long_window``: ``detectors.signals.ratio_recovery``), pooled: failures still at or
+    above the holding level (midway between the allowance and the paging floor) and
+    improbable under the allowance, or under the PSP's own rate where that is cleaner (as
+    the sustained test judges it), at ``recovery_alpha``. The 5-minute and 30-minute
+    windows that raised it still hold a problem minutes after it ended. Without minute
+    data, the 5-minute ratio against the holding level decides.
+    """
+    null, rho = 1 - cfg.objective, 0.0
+    own = _own_rate(cfg, frame, key, i)
+    if own is not None and own[0] < null:
+        null, rho = own
+    rec = ratio_recovery(
+        frame,
+        key,
+        i,
+        span=cfg.recovery_window,
+        floor=hold_level,
+        expected=null,
+        alpha=cfg.recovery_alpha,
+        window=cfg.window,
+        max_span=cfg.long_window,
+        overdispersion=rho,
+        change_overdispersion=0.0,  # the own windows' spread at a tenth of the rate: not this
+    )
+    if rec is None:
+        return ratio >= hold_level, None
+    if rec.holding:
+        return True, None
+    return False, frame.when(max(0, i - rec.back * frame.steps(timedelta(minutes=1))))
 
 
 def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:

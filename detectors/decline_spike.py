@@ -18,13 +18,15 @@ Method (see docs/detection.md):
 - The expected rate is the larger of the seasonal one and the slice's own rate over
   ``recent_window`` before ``long_window``: one past day is a noisy baseline, and a slice
   running a little higher today than yesterday is not an incident. Raised findings hold
-  against the seasonal level only, so they do not clear by raising their own reference.
+  against the seasonal level only, on their last minutes (``_recovery``), so they do not
+  clear by raising their own reference, nor stay open while their windows remember.
 - Attribution: among the breaching slices, the one whose removal leaves the most others
   insignificant is reported first (a country's issuer spike explains the PSP carrying most
   of it and the card method; the PSP does not explain the country's other PSPs), then the
   rest are tested on what is left. The platform total is reported only when no single value
-  explains it. Slices already raised explain their failures while they hold, so the same
-  problem does not page again through an overlapping slice. Whether technical errors or
+  explains it. Slices already raised explain their failures while they hold and for
+  ``long_window`` after they cleared (``remembers``), so the same problem does not page
+  again through an overlapping slice. Whether technical errors or
   issuer declines make the excess is told apart from the ``outcome="error"`` signal.
 """
 
@@ -60,6 +62,7 @@ from paytriage.detectors.signals import (
     last_minute_high,
     nanquantile_rows,
     ratio_onset,
+    ratio_recovery,
     seasonal_offsets,
 )
 from paytriage.detectors.stats import estimate_overdispersion_rows, proportion_excess
@@ -468,8 +471,34 @@ def _still_on(s: Slice, cfg: Config, frame: Frame, i: int) -> bool:
     )
 
 
-def _holding(s: Slice) -> bool:
-    return s.rate >= s.holding_level
+def _recovery(cfg: Config, frame: Frame, s: Slice, i: int) -> tuple[bool, datetime | None]:
+    """Does a raised slice still hold, and if not, since when is its rate back?
+
+    Read over the last ``recovery_window`` minutes (longer for a small slice, up to
+    ``long_window``: ``detectors.signals.ratio_recovery``), pooled: still at or above the
+    holding level and improbable at the seasonal rate (``recovery_alpha``, the slice's own
+    overdispersion). The 5-minute and longer windows that raised it still hold a problem
+    minutes after it ended. Without minute data, the 5-minute rate against the holding
+    level decides (and the window's own span shows nothing of when it came back).
+    """
+    base = s.seasonal if math.isfinite(s.seasonal) else s.expected
+    rec = ratio_recovery(
+        frame,
+        s.key,
+        i,
+        span=cfg.recovery_window,
+        floor=s.holding_level,
+        expected=base,
+        alpha=cfg.recovery_alpha,
+        window=cfg.window,
+        max_span=cfg.long_window,
+        overdispersion=s.overdispersion,
+    )
+    if rec is None:
+        return s.rate >= s.holding_level, None
+    if rec.holding:
+        return True, None
+    return False, frame.when(max(0, i - rec.back * frame.steps(timedelta(minutes=1))))
 
 
 def assess(
@@ -494,13 +523,19 @@ def assess(
         or _residual_significant(frame, cfg, h, [e for e in explained if e is not h], i)
     ]
     reported = _explain(frame, cfg, pending, i)
-    # Slices already raised keep being assessed (looser) so they can hold or clear; for any
-    # other slice a verdict that does not breach is the same as none.
-    out = [_assessment(cfg, frame, s, i, breach=True) for s in reported]
     reported_keys = {s.key for s in reported}
+    # Slices already raised are judged on whether their rate is back (``_recovery``), also
+    # when they still breach: the windows that raised them keep a problem for minutes
+    # after it ended. For any other slice a verdict that does not breach is the same as none.
+    out = []
     for _, s in stats:
-        if s.key in active and s.key not in reported_keys and _holding(s):
-            out.append(_assessment(cfg, frame, s, i, breach=False))
+        if s.key in active or s.key in reported_keys:
+            holding, back = _recovery(cfg, frame, s, i)
+            out.append(
+                _assessment(
+                    cfg, frame, s, i, breach=s.key in reported_keys, holding=holding, back=back
+                )
+            )
     return out
 
 
@@ -567,7 +602,16 @@ def _residual_significant(
     return test.p_value < cfg.false_alarm_rate and f / a >= s.threshold
 
 
-def _assessment(cfg: Config, frame: Frame, s: Slice, i: int, *, breach: bool) -> Assessment:
+def _assessment(
+    cfg: Config,
+    frame: Frame,
+    s: Slice,
+    i: int,
+    *,
+    breach: bool,
+    holding: bool = True,
+    back: datetime | None = None,
+) -> Assessment:
     dims = dict(s.key)
     where = ", ".join(f"{k}={v}" for k, v in dims.items()) or "all payments"
     technical = s.errors >= 0.5 * max(s.excess, 1.0)
@@ -605,7 +649,20 @@ def _assessment(cfg: Config, frame: Frame, s: Slice, i: int, *, breach: bool) ->
         },
     )
     since = frame.when(s.burst_since) if breach and s.burst_since is not None else None
-    return Assessment(key=s.key, breach=breach, holding=True, finding=finding, since=since)
+    return Assessment(
+        key=s.key,
+        breach=breach,
+        holding=holding,
+        finding=finding,
+        since=since,
+        recovered_since=None if holding else back,
+    )
+
+
+def remembers(cfg: Config) -> timedelta:
+    """The sustained tests read back ``long_window``: that long after a slice clears, its
+    problem still shows in the windows of the slices it overlaps, which it explains."""
+    return cfg.long_window
 
 
 def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:
@@ -686,6 +743,7 @@ DETECTOR = Detector(
     assess=assess,
     onset=onset,
     history_signals=history_signals,
+    remembers=remembers,
     chart=Chart("failures", per="attempts"),
     ratio=AUTHORIZATIONS,
     follow_ups=FOLLOW_UPS,

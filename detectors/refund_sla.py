@@ -18,6 +18,10 @@ PSP with a few dozen refunds an hour such a stall is too small to tell from the 
 time, but the refunds it leaves past the SLA are not: refunds pending past it, per request,
 far above their own level over the past days (and at least ``pending_burn_rate`` times the
 error budget of the hour's requests) while completions trail requests page too.
+
+A raised PSP holds while its completions trail its requests and one of those tests still
+holds at the lenient ``recovery_alpha`` (``_holding``); not on the burn rates, which the late
+completions of a worked-off backlog keep up for an hour or more.
 """
 
 from __future__ import annotations
@@ -77,7 +81,11 @@ class Config(DetectorConfig):
     severity: Severity = Severity.error
     interval: Duration = Field(default=timedelta(minutes=1))
     for_: Duration = Field(default=timedelta(minutes=5), alias="for")
-    clear_after: Duration = Field(default=timedelta(minutes=30))
+    recovery_window: PositiveDuration = Field(
+        default=timedelta(minutes=30),
+        description="a raised finding holds while completions over this window still fall "
+        "short of the requests in it (a few refunds a minute: minutes hold too few to tell)",
+    )
     queries: Queries = Queries()
     objective: float = Field(default=0.95, gt=0, lt=1, description="share completed within SLA")
     sla: PositiveDuration = "24h"  # type: ignore[assignment]
@@ -113,7 +121,7 @@ class Config(DetectorConfig):
 
 
 def _windows(cfg: Config) -> list[timedelta]:
-    ws = {cfg.drain_window, cfg.drain_short, cfg.drain_reference}
+    ws = {cfg.drain_window, cfg.drain_short, cfg.drain_reference, cfg.recovery_window}
     for b in cfg.burn_windows:
         ws |= {b.long, b.short}
     return sorted(ws)
@@ -206,7 +214,9 @@ def _calibration_ends(
     return np.arange(last, first - 1, -stride) if last >= first else np.arange(0)
 
 
-def _behind_own_pace(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
+def _behind_own_pace(
+    cfg: Config, frame: Frame, key: LabelKey, i: int, alpha: float | None = None
+) -> bool:
     """Completions fell behind requests over the same window, beyond the PSP's own pace.
 
     Over ``drain_window`` and ``drain_reference``, requests ``r`` and completions ``d`` (at
@@ -215,7 +225,7 @@ def _behind_own_pace(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
     ``r + d`` is beta-binomial with the share and the overdispersion of its past windows
     (one window apart, from ``_CALIBRATION_GAP`` back to the lookback, ``min_requests``
     each): a PSP whose refunds complete in lumps has a wide spread and is not paged for a
-    slow hour, a smooth one is, at ``drain_false_alarm_rate``. Without
+    slow hour, a smooth one is, at ``drain_false_alarm_rate`` (or ``alpha``). Without
     ``min_history_windows`` past windows the test is not run.
     """
     for w in (cfg.drain_window, cfg.drain_reference):
@@ -241,14 +251,14 @@ def _behind_own_pace(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
         share = float(np.median(behind / total))
         rho = estimate_overdispersion(behind, total)
         if proportion_excess(
-            r, r + d, share, overdispersion=rho, alpha=cfg.drain_false_alarm_rate
+            r, r + d, share, overdispersion=rho, alpha=alpha or cfg.drain_false_alarm_rate
         ).significant:
             return True
     return False
 
 
 def _breaches_piling_up(
-    cfg: Config, frame: Frame, key: LabelKey, i: int
+    cfg: Config, frame: Frame, key: LabelKey, i: int, alpha: float | None = None
 ) -> tuple[float, float] | None:
     """How many refunds are pending past the SLA, and how many more than usual, when that
     pages; else None.
@@ -257,7 +267,8 @@ def _breaches_piling_up(
     ``drain_reference`` hour (a busy hour has more of everything, a flash sale is no
     breach), is compared with the same ratio in past windows (one ``pending_window``
     apart, from ``_CALIBRATION_GAP`` back to the lookback): above their median by a robust
-    z (1.4826 MAD) past ``drain_false_alarm_rate``, by at least ``min_bad_events`` refunds
+    z (1.4826 MAD) past ``drain_false_alarm_rate`` (or ``alpha``), by at least
+    ``min_bad_events`` refunds
     and ``pending_burn_rate`` error budgets of the hour's requests, while completions
     trail requests over the hour (a backlog still growing, not one being worked off).
     """
@@ -292,7 +303,7 @@ def _breaches_piling_up(
     usual = float(np.median(past))
     spread = 1.4826 * float(np.median(np.abs(past - usual)))
     excess = (level / r - usual) * r  # refunds above the usual share of this hour's
-    z = NormalDist().inv_cdf(1 - cfg.drain_false_alarm_rate)
+    z = NormalDist().inv_cdf(1 - (alpha or cfg.drain_false_alarm_rate))
     if excess >= need and level / r - usual > z * spread:
         return level, excess
     return None
@@ -331,8 +342,12 @@ def assess(
         stalled = _stalled(cfg, frame, key, i) or _behind_own_pace(cfg, frame, key, i)
         piling = _breaches_piling_up(cfg, frame, key, i)
         breach = bool(stalled or fired or piling is not None)
-        holding = breach or (math.isfinite(drain) and drain < (1 + cfg.min_drain_ratio) / 2)
-        if not holding:
+        # A raised finding holds while refunds do not flow again (``_holding``); the burn
+        # rates and the refunds past the SLA still count the stall long after it ended, so
+        # one that cleared lately (``remembers``) is raised again only if they do not flow.
+        # A first stall at a small PSP is found before its pace tells: not held back.
+        holding = _holding(cfg, frame, key, i) if key in active else breach
+        if not (breach or key in active):
             continue
         pending = frame.at("pending_over_sla", key, i)
         backlog = max(
@@ -396,6 +411,48 @@ def assess(
     return out
 
 
+def _holding(cfg: Config, frame: Frame, key: LabelKey, i: int) -> bool:
+    """Do a raised PSP's refunds still not flow? While completions trail requests over
+    ``recovery_window`` (``drain_reference`` where that holds under ``min_requests``
+    requests, a small PSP at night), any of the tests that page, read at the lenient
+    ``recovery_alpha`` (hysteresis):
+
+    - completions below the midpoint of ``min_drain_ratio`` and 1 of the requests in that
+      window, improbably so (the drain test's dispersion);
+    - completions behind the PSP's own pace (``_behind_own_pace``);
+    - refunds past the SLA piling up (``_breaches_piling_up``).
+
+    A worker that is back works its backlog off: completions run ahead of requests at once,
+    and the finding lets go, though the refunds past the SLA, the hour's windows and the
+    burn rates (never read here) still count the stall for an hour or more: the late
+    completions of its backlog are its consequence, not the problem still on.
+    """
+    for w in (cfg.recovery_window, cfg.drain_reference):
+        req = frame.at(_name("requested", w), key, i)
+        done = frame.at(_name("completed", w), key, i)
+        if math.isfinite(req) and req >= cfg.min_requests:
+            break
+    else:
+        return False
+    done = done if math.isfinite(done) else 0.0
+    if done >= req:
+        return False
+    if _behind_own_pace(cfg, frame, key, i, cfg.recovery_alpha):
+        return True
+    if _breaches_piling_up(cfg, frame, key, i, cfg.recovery_alpha) is not None:
+        return True
+    if done >= (1 + cfg.min_drain_ratio) / 2 * req:
+        return False
+    return count_shortfall(done, req, dispersion=0.05, alpha=cfg.recovery_alpha).significant
+
+
+def remembers(cfg: Config) -> timedelta:
+    """The paging burn windows and the drain's reference still count a stall this long
+    after it ended (late completions of its backlog, refunds past the SLA)."""
+    pages = [b.long for b in cfg.burn_windows if b.severity == "page"]
+    return max([cfg.drain_reference, *pages])
+
+
 def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:
     """When completions stopped keeping up: the first recent step whose short-window drain
     fell below the threshold, walking back while it stays below."""
@@ -435,6 +492,7 @@ DETECTOR = Detector(
     lookback=lookback,
     assess=assess,
     onset=onset,
+    remembers=remembers,
     chart=Chart("pending_over_sla"),
     follow_ups=FOLLOW_UPS,
 )

@@ -16,11 +16,15 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import numpy as np
 
 from paytriage.core.types import format_duration
+
+if TYPE_CHECKING:
+    from paytriage.detectors.stats import Recovery
+
 
 LabelKey = tuple[tuple[str, str], ...]
 T = TypeVar("T")
@@ -174,6 +178,102 @@ def last_minute_high(
     if counts is None:
         return True
     return _stands_out(float(counts[0][0]), float(counts[1][0]), floor, expected, overdispersion)
+
+
+#: A raised slice's recovery is judged over enough whole minutes to expect this many events
+#: at its holding level (at least its ``recovery_window``): a small slice's few minutes
+#: cannot tell a recovery from a lull.
+RECOVERY_EVENTS = 20.0
+
+#: How improbable a change back must be to end a problem at once: strict, since one such
+#: change clears a finding (after its ``clear_after``) without the pool's consent, and a
+#: problem of an hour offers many chances for a lull.
+CHANGE_ALPHA = 1e-3
+
+
+def ratio_recovery(
+    frame: Frame,
+    key: LabelKey,
+    i: int,
+    *,
+    span: timedelta,
+    floor: float,
+    expected: float,
+    alpha: float,
+    window: timedelta,
+    max_span: timedelta | None = None,
+    overdispersion: float = 0.0,
+    change_overdispersion: float | None = None,
+    num: str = "failures_short",
+    den: str = "attempts_short",
+    reference: str = "attempts",
+) -> Recovery | None:
+    """Is a rise still out of its band over its last minutes, pooled: a ratio of at least
+    ``floor`` (the holding level), improbable at ``expected`` at the lenient ``alpha``? If
+    not, since when is it back? (``detectors.stats.recovery``.)
+
+    The pool is ``span`` long, or longer (up to ``max_span``) for a slice too small to
+    expect ``RECOVERY_EVENTS`` at ``floor`` in it. The data shows the ratio back since
+    minute ``j`` when the newest ``j + 1`` minutes are within band, below ``floor`` and
+    improbably low (``CHANGE_ALPHA``) against the ratio of the pool's minutes before them
+    (``span`` at least); of those changes, the most improbable. ``overdispersion`` is the
+    slice's at ``expected``; ``change_overdispersion`` (default the same) the one the change
+    is judged with. None when a minute
+    of the pool has no value (nothing to tell a recovery by); minutes without attempts
+    carry no evidence either way."""
+    from paytriage.detectors.stats import proportion_excess, recovery
+
+    least = max(1, round(span / _MINUTE))
+    most = max(least, round((max_span or span) / _MINUTE))
+    dims = tuple(d for d, _ in key)
+    counts = None
+    for want in dict.fromkeys((most + least, most, least)):
+        counts = minute_counts(
+            frame,
+            num,
+            den,
+            dims,
+            key,
+            i,
+            want,
+            reference=reference,
+            window=window,
+            allow_empty=True,
+        )
+        if counts is not None:
+            break
+    if counts is None:
+        return None
+    f_all, a_all = counts
+    f_cum, a_cum = np.cumsum(f_all), np.cumsum(a_all)
+    enough = np.nonzero(a_cum * floor >= RECOVERY_EVENTS)[0]
+    n = min(len(a_all), most, max(least, int(enough[0]) + 1 if len(enough) else most))
+
+    def out(k: int) -> bool:
+        f, a = float(f_cum[k - 1]), float(a_cum[k - 1])
+        if a <= 0 or f < a * floor:
+            return False
+        test = proportion_excess(f, a, expected, overdispersion=overdispersion, alpha=alpha)
+        return test.significant
+
+    def back_since(j: int) -> float | None:
+        # the minutes before the newest j + 1, back to the pool's end (``span`` at least)
+        last = min(len(a_all), max(n, j + 1 + least)) - 1
+        if last < j + least or out(j + 1):
+            return None
+        f, a = float(f_cum[j]), float(a_cum[j])
+        ref_a = float(a_cum[last] - a_cum[j])
+        if a <= 0 or ref_a <= 0:
+            return None
+        ref = float(f_cum[last] - f_cum[j]) / ref_a
+        if f / a >= min(ref, floor):  # back below the holding level, and lower than before
+            return None
+        # improbably few failures at the rate before: as many successes, improbably many
+        rho = overdispersion if change_overdispersion is None else change_overdispersion
+        low = proportion_excess(a - f, a, 1 - ref, overdispersion=rho, alpha=CHANGE_ALPHA)
+        return low.p_value if low.significant else None
+
+    return recovery(out, back_since, n, least)
 
 
 def burst_since(

@@ -11,6 +11,8 @@ Nothing here does IO or reads a clock; times are passed in.
 - ``cusum_onset``: when did the excursion that is alarming now begin?
 - ``burn_rate``, ``BurnWindow``, ``multiwindow_alert``: SLO error-budget burn, the SRE
   workbook's multi-window, multi-burn-rate rule.
+- ``recovery``: is a raised finding's signal, pooled over its last minutes, still out of its
+  band, and if not, since when is it back?
 - ``Debouncer``: persistence (``for_``) and hysteresis (``clear_after``) per key.
 - ``quantile_from_buckets``: Prometheus' ``histogram_quantile`` on cumulative buckets.
 
@@ -39,6 +41,7 @@ __all__ = [
     "CountTest",
     "Debouncer",
     "ProportionTest",
+    "Recovery",
     "Transition",
     "burn_rate",
     "count_excess",
@@ -48,6 +51,7 @@ __all__ = [
     "multiwindow_alert",
     "proportion_excess",
     "quantile_from_buckets",
+    "recovery",
     "robust_baseline",
 ]
 
@@ -610,6 +614,58 @@ def quantile_from_buckets(buckets: Mapping[float, float], q: float) -> float | N
     return start + (bounds[b] - start) * (rank - prev) / in_bucket
 
 
+# --- recovery ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """Whether a raised finding's signal is still out of its band over its last minutes.
+
+    ``holding``: it still is. Otherwise ``back`` is how many minutes before the newest one
+    the data shows the signal back (0: since the newest minute only).
+    """
+
+    holding: bool
+    back: int = 0
+
+
+def recovery(
+    out_of_band: Callable[[int], bool],
+    back_since: Callable[[int], float | None],
+    n: int,
+    least: int | None = None,
+) -> Recovery:
+    """Judge a raised finding's recovery from its last ``n`` minutes (newest first).
+
+    ``back_since(j)`` says whether the data shows the signal back since minute ``j`` (0 the
+    newest): the newest ``j + 1`` minutes within band and improbably far from the minutes
+    just before them (a change, not a lull: not being improbable is no proof that a
+    problem ended); it gives that change's p-value, or None for no change.
+    ``out_of_band(k)`` says whether the newest ``k`` minutes, pooled, are still out of band
+    (a lenient test: pooling gives a small slice the evidence one minute lacks).
+
+    A change in the data ends the problem at the most improbable one: so a problem that
+    ended two minutes ago is seen back two minutes ago, not once a pool of older minutes
+    has forgotten it. Without one, the finding holds while its newest ``least`` minutes
+    (default ``n``) or all ``n`` are out of band, and is back since the newest minute once
+    neither is (a problem that faded too slowly to show a change). A mild problem's
+    quieter minutes are no change, and its pool still holds it.
+    """
+    least = n if least is None else least
+    if n < 1 or not 1 <= least <= n:
+        raise ValueError(f"need 1 <= least <= n, got least={least}, n={n}")
+    best: tuple[float, int] | None = None
+    for j in range(n - 1, -1, -1):
+        p = back_since(j)
+        if p is not None and (best is None or p < best[0]):
+            best = (p, j)
+    if best is not None:
+        return Recovery(False, best[1])
+    if out_of_band(least) or out_of_band(n):
+        return Recovery(True)
+    return Recovery(False, 0)
+
+
 # --- persistence and hysteresis --------------------------------------------------------------
 
 
@@ -624,7 +680,8 @@ class Transition(Enum):
 class _KeyState:
     pending_since: datetime | None = None
     raised_at: datetime | None = None
-    quiet_since: datetime | None = None
+    quiet_since: datetime | None = None  # the quiet period's start (the data may date it)
+    quiet_seen: datetime | None = None  # its first quiet evaluation
     last_seen: datetime | None = None
 
 
@@ -635,16 +692,22 @@ class Debouncer:
     A key raises once its condition has held continuously for ``for_`` (0 raises on the first
     breach): the first breach starts a pending timer and a single non-breaching evaluation
     resets it. A raised key clears only after ``clear_after`` of continuous non-breach; any
-    breach in between restarts that quiet period, so an incident does not flap. Evaluations
-    further apart than ``max_gap`` are not continuous: after such a gap the pending (or quiet)
-    timer restarts at the new evaluation. An evaluation older than the key's last one is
-    ignored. Keys that are neither pending nor raised keep no state.
+    breach in between restarts that quiet period, so an incident does not flap. The quiet
+    period may start before the first quiet evaluation, when the data shows the signal
+    back since then (``since``); at least half of it is still watched evaluation by
+    evaluation, so one evaluation that reads a lull as a recovery does not clear a key. The
+    start of the quiet period that clears a key is when its signal went back
+    (``recovered_at``, kept until the key raises again). Evaluations further apart than
+    ``max_gap`` are not continuous: after such a gap the pending (or quiet) timer restarts at
+    the new evaluation. An evaluation older than the key's last one is ignored. Keys that
+    are neither pending nor raised keep no state but that recovery time.
     """
 
     for_: timedelta
     clear_after: timedelta
     max_gap: timedelta = timedelta(minutes=5)
     _state: dict[Hashable, _KeyState] = field(default_factory=dict, init=False, repr=False)
+    _recovered: dict[Hashable, datetime] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.for_ < timedelta(0) or self.clear_after < timedelta(0):
@@ -657,9 +720,11 @@ class Debouncer:
     ) -> Transition | None:
         """Record one evaluation of ``key`` at ``at``; returns the transition it caused.
 
-        ``since`` is when the data itself shows the breach began (a detector that checked
-        every minute of the last three is not asked to wait another ``for_`` of evaluations):
-        a pending timer starts no later than that.
+        ``since`` is when the data itself shows the current run began (a detector that
+        checked every minute of the last three is not asked to wait another ``for_`` of
+        evaluations): a pending timer starts no later than that; for a raised key that is
+        not breaching, the quiet period starts no later than that (the data shows the
+        signal back since then), though never before the key was raised.
         """
         s = self._state.get(key)
         if s is None:
@@ -680,15 +745,21 @@ class Debouncer:
                 s.pending_since = since
             if at - s.pending_since >= self.for_:
                 s.raised_at, s.pending_since, s.quiet_since = at, None, None
+                self._recovered.pop(key, None)
                 return Transition.RAISED
             return None
         if breaching:
-            s.quiet_since = None
+            s.quiet_since = s.quiet_seen = None
             return None
         if s.quiet_since is None or gap:
-            s.quiet_since = at
-        if at - s.quiet_since >= self.clear_after:
+            s.quiet_since = s.quiet_seen = at
+            if since is not None and not gap:
+                s.quiet_since = max(min(since, at), s.raised_at)
+        assert s.quiet_seen is not None
+        watched = at - s.quiet_seen >= self.clear_after / 2
+        if at - s.quiet_since >= self.clear_after and watched:
             del self._state[key]
+            self._recovered[key] = s.quiet_since
             return Transition.CLEARED
         return None
 
@@ -706,3 +777,13 @@ class Debouncer:
         """When ``key`` was raised, if it is raised."""
         s = self._state.get(key)
         return s.raised_at if s else None
+
+    def quiet_since(self, key: Hashable) -> datetime | None:
+        """When the current quiet period of a raised ``key`` began, if it is in one."""
+        s = self._state.get(key)
+        return s.quiet_since if s and s.raised_at is not None else None
+
+    def recovered_at(self, key: Hashable) -> datetime | None:
+        """When the signal of ``key`` went back, as of its last clearing: the start of the
+        quiet period that cleared it (None if it never cleared, or was raised again since)."""
+        return self._recovered.get(key)

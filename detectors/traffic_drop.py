@@ -13,7 +13,9 @@ Each value of each configured dimension (``country``, ``psp``) is judged on its 
   ``min_expected`` expected, the last ``short_window`` also low, and attempts below
   ``max_sudden_ratio`` of the half hour before: broken checkouts fall off a cliff, while a
   baseline that is merely off (yesterday's flash sale, a Sunday against a Monday) does not;
-- once raised it holds while attempts stay below the midpoint of ``max_drop_ratio`` and 1;
+- once raised it holds while attempts over the last ``recovery_window`` stay below the
+  midpoint of ``max_drop_ratio`` and 1, improbably so, and clears ``clear_after`` after
+  traffic is back (``_recovery``: the data dates its return);
 - missing data is not a drop: when any series of a slice is older than ``max_staleness``
   (scrape gap, exporter or source down) the slice is not judged and a data problem is
   reported instead (key ``{"data": "stale", ...}``, severity warning); nor is it judged
@@ -42,6 +44,7 @@ from paytriage.detectors.base import (
 )
 from paytriage.detectors.signals import (
     BLIP_MINUTES,
+    CHANGE_ALPHA,
     MINUTE_ALPHA,
     Cum,
     Frame,
@@ -52,7 +55,7 @@ from paytriage.detectors.signals import (
     nanquantile_rows,
     seasonal_offsets,
 )
-from paytriage.detectors.stats import count_shortfall, cusum_onset
+from paytriage.detectors.stats import count_excess, count_shortfall, cusum_onset, recovery
 from paytriage.domain.findings import Finding, QueryRef, Severity
 
 
@@ -277,9 +280,9 @@ def assess(
             breach = test.significant and ratio < cfg.max_drop_ratio and recent_low and sudden
             since = _burst_since(frame, cfg, dims, key, i, expected, recent)
             breach = breach or since is not None
-            holding = ratio < (1 + cfg.max_drop_ratio) / 2
-            if not (breach or holding):
+            if not (breach or key in active):
                 continue
+            holding, back = _recovery(frame, cfg, dims, key, i, expected, ratio)
             start: datetime = frame.when(max(0, i - frame.steps(cfg.window)))
             finding = Finding(
                 detector=cfg.id,
@@ -305,6 +308,7 @@ def assess(
                     holding,
                     finding,
                     since=None if since is None else frame.when(since),
+                    recovered_since=None if holding else back,
                 )
             )
     # A slice whose every series went quiet is a data problem; when every slice did, the
@@ -348,6 +352,58 @@ def _last_minute_low(
     """Is the drop still on in the last minute? True when that minute has no value."""
     obs = _minute_counts(frame, cfg, dims, key, i, 1)
     return obs is None or _low(cfg, float(obs[0]), expected * (M / cfg.window))
+
+
+def _recovery(
+    frame: Frame,
+    cfg: Config,
+    dims: tuple[str, ...],
+    key: LabelKey,
+    i: int,
+    expected: float,
+    ratio: float,
+) -> tuple[bool, datetime | None]:
+    """Does a raised drop still hold, and if not, since when is traffic back?
+
+    Read over the last ``recovery_window`` minutes, pooled: attempts still below the
+    holding ratio (midway between ``max_drop_ratio`` and normal) of expected, and
+    improbably so (``recovery_alpha``). The 5-minute window still holds a checkout that
+    came back minutes ago. Traffic is back since minute ``j`` when the minutes since are
+    above the holding ratio and improbably many (``CHANGE_ALPHA``) for the level of the
+    ``recovery_window`` before them, the most improbable such change
+    (``detectors.stats.recovery``). Without minute data,
+    the window's ratio decides.
+    """
+    hold = (1 + cfg.max_drop_ratio) / 2
+    n = max(1, round(cfg.recovery_window / M))
+    counts = _minute_counts(frame, cfg, dims, key, i, 2 * n)
+    if counts is None:
+        counts = _minute_counts(frame, cfg, dims, key, i, n)
+        if counts is None:
+            return ratio < hold, None
+    per = expected * (M / cfg.window)
+    cum = np.cumsum(counts)
+
+    def low(k: int) -> bool:
+        obs, exp = float(cum[k - 1]), per * k
+        if obs >= hold * exp:
+            return False
+        test = count_shortfall(obs, exp, dispersion=cfg.dispersion, alpha=cfg.recovery_alpha)
+        return test.significant
+
+    def back_since(j: int) -> float | None:
+        if j + n >= len(counts) or cum[j] < hold * per * (j + 1):  # not back above the hold
+            return None
+        before = float(cum[j + n] - cum[j]) / n  # a minute's attempts just before
+        rise = count_excess(
+            float(cum[j]), before * (j + 1), dispersion=cfg.dispersion, alpha=CHANGE_ALPHA
+        )
+        return rise.p_value if rise.significant else None
+
+    rec = recovery(low, back_since, n)
+    if rec.holding:
+        return True, None
+    return False, frame.when(max(0, i - rec.back * frame.steps(M)))
 
 
 def _burst_since(

@@ -10,6 +10,9 @@ A PSP breaches when any of these holds, each judged on data, not on one sample:
   it has been past the limit, which counts towards ``for``;
 - first-try failures are significantly above ``max_first_try_failure_ratio`` (binomial tail
   at ``false_alarm_rate``) with at least ``min_events`` processed.
+
+A raised PSP holds while the last minute's P95, the queue's age now or its recent first-try
+failures are still out of band (``_holding``): until its backlog has drained.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ from pydantic import Field
 
 from paytriage.core.types import Duration, EnvStr, PositiveDuration, StrictModel, format_duration
 from paytriage.detectors.base import Assessment, Chart, Detector, DetectorConfig
-from paytriage.detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of
+from paytriage.detectors.signals import (
+    PRESENT,
+    Frame,
+    LabelKey,
+    Offset,
+    dims_of,
+    last_minute,
+    ratio_recovery,
+)
 from paytriage.detectors.stats import cusum_onset, proportion_excess
 from paytriage.domain.findings import Finding, QueryRef
 
@@ -55,6 +66,9 @@ class Config(DetectorConfig):
     trailing: PositiveDuration = Field(default=timedelta(hours=2))
 
 
+SHORT_WINDOW = timedelta(minutes=2)  # ``last_minute``'s fallback: one scrape and a step
+
+
 def signals(cfg: Config) -> dict[str, str]:
     w = format_duration(cfg.window)
     q = cfg.queries
@@ -63,6 +77,11 @@ def signals(cfg: Config) -> dict[str, str]:
         "backlog_oldest_age": q.backlog_oldest_age.format(window=w),
         "failed": q.failed.format(window=w),
         "processed": q.processed.format(window=w),
+        # What a raised finding holds on: the last minute (the last increment where the
+        # scrape interval leaves one sample a minute, as for the other detectors).
+        "lag_p95_short": last_minute(q.lag_p95, SHORT_WINDOW),
+        "failed_short": last_minute(q.failed, SHORT_WINDOW),
+        "processed_short": last_minute(q.processed, SHORT_WINDOW),
     }
 
 
@@ -97,23 +116,19 @@ def assess(
         failed = frame.at("failed", key, i)
         usual = _median_before(frame, "lag_p95", key, i, cfg)
         reasons: list[str] = []
-        holding: list[str] = []
         slo = cfg.slo_p95_seconds
-        if math.isfinite(p95) and p95 > slo:
-            if not math.isfinite(usual) or p95 > cfg.baseline_factor * usual:
-                reasons.append(f"P95 lag {p95:,.0f}s (SLO {slo:g}s, usually {usual:,.0f}s)")
-            holding.append("lag")
-        elif math.isfinite(p95) and p95 > 0.75 * slo:
-            holding.append("lag")
+        if (
+            math.isfinite(p95)
+            and p95 > slo
+            and (not math.isfinite(usual) or p95 > cfg.baseline_factor * usual)
+        ):
+            reasons.append(f"P95 lag {p95:,.0f}s (SLO {slo:g}s, usually {usual:,.0f}s)")
         since: datetime | None = None
         if math.isfinite(age) and age > cfg.max_backlog_age_seconds:
             reasons.append(f"oldest delivery waiting {age:,.0f}s")
             # The same delivery has been waiting all along: the queue has been stuck past
             # the limit for (age - limit), which counts towards ``for``.
             since = frame.when(i) - timedelta(seconds=age - cfg.max_backlog_age_seconds)
-            holding.append("age")
-        elif math.isfinite(age) and age > 0.5 * cfg.max_backlog_age_seconds:
-            holding.append("age")
         ratio = math.nan
         if math.isfinite(processed) and processed >= cfg.min_events and math.isfinite(failed):
             ratio = failed / processed
@@ -122,10 +137,9 @@ def assess(
             )
             if test.significant:
                 reasons.append(f"{ratio:.1%} of deliveries failing first time")
-            if ratio > cfg.max_first_try_failure_ratio:
-                holding.append("failures")
-        if not reasons and not holding:
+        if not reasons and key not in active:
             continue
+        holding = _holding(cfg, frame, key, i, ratio)
         dims = dims_of(key)
         where = ", ".join(f"{k}={v}" for k, v in dims.items()) or "all PSPs"
         start: datetime = frame.when(max(0, i - frame.steps(cfg.window)))
@@ -156,8 +170,41 @@ def assess(
                 "window": format_duration(cfg.window),
             },
         )
-        out.append(Assessment(key, bool(reasons), bool(holding or reasons), finding, since=since))
+        out.append(Assessment(key, bool(reasons), bool(holding), finding, since=since))
     return out
+
+
+def _holding(cfg: Config, frame: Frame, key: LabelKey, i: int, ratio: float) -> list[str]:
+    """What still keeps a raised PSP's finding open, read on the recent past: the last
+    minute's P95 lag above three quarters of the SLO, the oldest delivery older than half
+    the limit (a gauge: the queue now), first-try failures over the last
+    ``recovery_window`` (pooled) above their limit, improbably so (``recovery_alpha``).
+    The 5-minute P95 still holds a backlog minutes after it drained. A backlog that is
+    still being worked off is still impact: deliveries are late until it is gone."""
+    holding = []
+    lag = frame.at("lag_p95_short", key, i)
+    if math.isfinite(lag) and lag > 0.75 * cfg.slo_p95_seconds:
+        holding.append("lag")
+    age = frame.at("backlog_oldest_age", key, i)
+    if math.isfinite(age) and age > 0.5 * cfg.max_backlog_age_seconds:
+        holding.append("age")
+    limit = cfg.max_first_try_failure_ratio
+    rec = ratio_recovery(
+        frame,
+        key,
+        i,
+        span=cfg.recovery_window,
+        floor=limit,
+        expected=limit,
+        alpha=cfg.recovery_alpha,
+        window=cfg.window,
+        num="failed_short",
+        den="processed_short",
+        reference="processed",
+    )
+    if rec.holding if rec is not None else ratio > limit:
+        holding.append("failures")
+    return holding
 
 
 def onset(cfg: Config, frame: Frame, a: Assessment, i: int) -> datetime | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -22,11 +22,18 @@ class EventKind(StrEnum):
 
 @dataclass(frozen=True)
 class Event:
-    """A finding raised (persisted for ``for``) or cleared (quiet for ``clear_after``)."""
+    """A finding raised (persisted for ``for``) or cleared (quiet for ``clear_after``).
+
+    A cleared event's ``recovered_at`` is when the finding's signal went back within its
+    band: the start of the quiet period that cleared it (its finding carries the same time
+    as ``details["recovered_at"]``, ISO 8601, for whoever reads only the finding). It is
+    None for a raised event.
+    """
 
     kind: EventKind
     finding: Finding
     at: datetime
+    recovered_at: datetime | None = None
 
 
 class DetectorRun:
@@ -40,6 +47,11 @@ class DetectorRun:
         )
         self.active: dict[LabelKey, Finding] = {}
         self._tracked: set[LabelKey] = set()
+        # Keys cleared within the detector's ``remembers``: handed to ``assess`` with the
+        # raised ones (their problem still shows in its long windows).
+        self._recent: dict[LabelKey, datetime] = {}
+        fn = detector.remembers
+        self._remember = fn(cfg) if fn is not None else timedelta(0)
 
     def signals(self) -> dict[str, str]:
         return dict(self.detector.signals(self.cfg))
@@ -57,10 +69,12 @@ class DetectorRun:
     def step(self, frame: Frame, i: int) -> list[Event]:
         at = frame.when(i)
         events: list[Event] = []
-        # The keys it has raised: an open finding may explain failures that would otherwise
-        # page a second slice.
+        # The keys it has raised (or cleared so recently that its windows still hold their
+        # problem): such a finding may explain failures that would otherwise page a second
+        # slice.
+        self._recent = {k: t for k, t in self._recent.items() if at - t <= self._remember}
         assessments: list[Assessment] = self.detector.assess(
-            self.cfg, frame, i, frozenset(self.active)
+            self.cfg, frame, i, frozenset(self.active).union(self._recent)
         )
         seen: set[LabelKey] = set()
         for a in assessments:
@@ -68,12 +82,15 @@ class DetectorRun:
                 continue
             seen.add(a.key)
             was_active = self.debouncer.active(a.key)
-            cond = a.holding if was_active else a.breach
+            # A finding is raised when it breaches (``for`` long) with its signal out of its
+            # band now, and holds while its signal stays out of its band (``holding``, read
+            # on the recent past): windows that still remember a problem that ended neither
+            # keep a finding open nor raise it again.
+            cond = a.holding if was_active else a.breach and a.holding
             if cond:
                 self._tracked.add(a.key)
-            transition = self.debouncer.update(
-                a.key, cond, at, since=None if was_active else a.since
-            )
+            since = (a.recovered_since if not cond else None) if was_active else a.since
+            transition = self.debouncer.update(a.key, cond, at, since=since)
             if transition is Transition.RAISED:
                 finding = replace(a.finding, onset=self.detector.onset(self.cfg, frame, a, i))
                 self.active[a.key] = finding
@@ -83,14 +100,24 @@ class DetectorRun:
                 onset = prev.onset if prev else None
                 self.active[a.key] = replace(a.finding, onset=onset)
             if transition is Transition.CLEARED:
-                events.append(Event(EventKind.CLEARED, self.active.pop(a.key, a.finding), at))
+                events.append(self._cleared(self.active.pop(a.key, a.finding), a.key, at))
         for key in list(self._tracked - seen):
             transition = self.debouncer.update(key, False, at)
             if transition is Transition.CLEARED:
-                events.append(Event(EventKind.CLEARED, self.active.pop(key), at))
+                events.append(self._cleared(self.active.pop(key), key, at))
             if not self.debouncer.active(key) and self.debouncer.pending_since(key) is None:
                 self._tracked.discard(key)
         return events
+
+    def _cleared(self, finding: Finding, key: LabelKey, at: datetime) -> Event:
+        """The cleared event of ``key``, with when its signal went back (the start of the
+        quiet period that cleared it), on the event and in the finding's details."""
+        back = self.debouncer.recovered_at(key) or at
+        if self._remember > timedelta(0):
+            self._recent[key] = at
+        stamp = back.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        finding = replace(finding, details={**finding.details, "recovered_at": stamp})
+        return Event(EventKind.CLEARED, finding, at, recovered_at=back)
 
 
 def runs_for(configs: Iterable[DetectorConfig], step: timedelta) -> list[DetectorRun]:

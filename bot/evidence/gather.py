@@ -79,10 +79,7 @@ def breakdown_section(b: Breakdown) -> BreakdownSection:
         baseline_rate=_num(b.baseline_rate),
         baseline=b.baseline_text(b.baseline_kind),
         excess=_num(b.excess),
-        dimensions=tuple(
-            dimension_item(d)
-            for d in b.breakdowns
-        ),
+        dimensions=tuple(dimension_item(d) for d in b.breakdowns),
         missing=tuple(b.missing),
         queries=tuple(b.queries),
     )

@@ -57,7 +57,7 @@ def group(
         if e.kind == "raised":
             grouper.raised(e.finding, e.at)
         elif e.kind == "cleared":
-            grouper.cleared(e.finding, e.at)
+            grouper.cleared(e.finding, e.at, e.recovered_at)
     return grouper.incidents
 
 

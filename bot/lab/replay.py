@@ -258,6 +258,7 @@ def replay_period(
         pages = RecordingPages(out)
         pager = pagerduty_worker(store, pages, "replay" * 6, clock=lambda: now["t"])  # type: ignore[arg-type]
         paged: dict[str, Paged] = {}
+        impact_ended: dict[str, datetime | None] = {}
         for s in replay_steps(metrics, runs, start, end, step):
             now["t"] = s.at
             report = pipeline.step(s.events, s.active, s.at, s.frames)
@@ -265,14 +266,13 @@ def replay_period(
                 opened = store.incident(key)
                 if opened is not None:
                     paged[key] = Paged(opened.title, opened.runbook)
+            for grouped in pipeline.grouper.incidents:  # kept: the grouping forgets old ones
+                impact_ended[grouped.id] = grouped.impact_ended_at
             sender.drain()
             pager.drain()
             if on_step is not None:
                 on_step(s.at, pages)
         incidents = store.incidents(limit=100_000)
-        impact_ended = {
-            i.id: getattr(i, "impact_ended_at", None) for i in pipeline.grouper.incidents
-        }
         template = postmortem_template or Path(settings.postmortem.template)
         drafts: dict[str, Path] = {}
         for inc in incidents:

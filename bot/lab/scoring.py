@@ -1,10 +1,14 @@
-"""Score incidents against labelled problems: recall, precision, false pages, time to detect.
+"""Score incidents against labelled problems: recall, precision, false pages, time to detect,
+and how closely resolution follows recovery.
 
 Pure functions over dataclasses, no IO but ``load_labels``. ``paytriage backtest`` writes the
 incidents a replay of the detectors (or the static alerting rules) would have opened, as
 dicts::
 
-    {"id", "detector", "opened_at", "resolved_at", "severity", "dimensions", "title"}
+    {"id", "detector", "opened_at", "resolved_at", "severity", "dimensions", "title",
+     "impact_ended_at", "reopened"}
+
+(``impact_ended_at`` and ``reopened`` are optional: the static rules have neither.)
 
 ``score`` matches them to the scenarios of a labels file (``paytriage simulate`` writes
 ``labels.json``) and ``format_scores`` puts several scores side by side with the targets.
@@ -21,6 +25,18 @@ Matching (the constants are below):
 - an incident assigned to a non-harmless scenario is a true page (the first one detects the
   scenario, later ones are duplicates); one assigned to a harmless scenario or to none is a
   false page.
+
+Resolution (each true page against the end of its scenario, the labels' ``end``):
+
+- *problem end to impact ended*: ``impact_ended_at - end``, when the signal was back in its
+  band (the detectors know it when the finding clears);
+- *problem end to resolved*: ``resolved_at - end``, when the incident (and its page)
+  resolved; a page still open at the end of the period is counted as ``unresolved``;
+- *flaps*: an incident re-opened after it resolved (``reopened``: the same detector and
+  slice raised again within ``incidents.reopen_within``), or a new incident of the same
+  detector and slice opened within ``FLAP_WITHIN`` of one resolving. The benchmark never
+  hits one slice twice within a few hours, so each is a page that resolved while the
+  problem was still on.
 """
 
 from __future__ import annotations
@@ -37,10 +53,12 @@ from typing import Any
 from paytriage.domain.incidents import related
 
 __all__ = [
+    "FLAP_WITHIN",
     "MATCH_AFTER",
     "MATCH_BEFORE",
     "TARGETS",
     "FalsePage",
+    "Flap",
     "LabelledScenario",
     "LabelsError",
     "ScenarioResult",
@@ -63,6 +81,10 @@ MATCH_BEFORE = timedelta(minutes=5)
 #: page.
 MATCH_AFTER = timedelta(minutes=15)
 
+#: A new incident of the same detector and slice opened this soon after one resolved is a
+#: flap (as is any re-opened incident): the page resolved while the problem was still on.
+FLAP_WITHIN = timedelta(hours=1)
+
 #: The targets of the benchmark, as shown in the "target" column of ``format_scores``.
 TARGETS: dict[str, float] = {
     "recall": 0.95,  # at least
@@ -71,6 +93,10 @@ TARGETS: dict[str, float] = {
     "median_ttd_seconds": 180.0,  # at most
     "attribution": 0.90,  # at least
     "duplicates": 0,  # at most
+    "median_impact_end_seconds": 180.0,  # at most: problem end to impact ended
+    "median_resolve_seconds": 600.0,  # at most: problem end to resolved
+    "max_resolve_seconds": 1800.0,  # at most
+    "flaps": 0,  # at most
 }
 
 _DAY = timedelta(days=1)
@@ -102,6 +128,9 @@ class ScenarioResult:
     ``detected``, ``ttd_seconds`` and ``attributed`` concern non-harmless scenarios only
     (False, None, None for a harmless one); ``incident_ids`` are the incidents assigned to
     the scenario in the order they were opened (for a harmless scenario: its false pages).
+    ``impact_ended_seconds`` and ``resolved_seconds`` run from the scenario's end to the
+    latest of its incidents' (None when not detected, when an incident has no such time or
+    is still open).
     """
 
     id: str
@@ -114,6 +143,8 @@ class ScenarioResult:
     ttd_seconds: float | None
     attributed: bool | None
     incident_ids: tuple[str, ...]
+    impact_ended_seconds: float | None = None
+    resolved_seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +158,8 @@ class ScenarioResult:
             "ttd_seconds": self.ttd_seconds,
             "attributed": self.attributed,
             "incident_ids": list(self.incident_ids),
+            "impact_ended_seconds": self.impact_ended_seconds,
+            "resolved_seconds": self.resolved_seconds,
         }
 
 
@@ -153,8 +186,34 @@ class FalsePage:
 
 
 @dataclass(frozen=True)
+class Flap:
+    """An incident that resolved while its problem was still on: re-opened ``reopened``
+    times, or followed by ``next_id`` on the same detector and slice within ``FLAP_WITHIN``."""
+
+    id: str
+    detector: str
+    dims: Mapping[str, str]
+    reopened: int = 0
+    next_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "detector": self.detector,
+            "dims": dict(self.dims),
+            "reopened": self.reopened,
+            "next_id": self.next_id,
+        }
+
+
+@dataclass(frozen=True)
 class Score:
-    """The benchmark figures of one set of incidents (see ``score``)."""
+    """The benchmark figures of one set of incidents (see ``score``).
+
+    The resolution figures run from each true page's scenario end: ``*_impact_end_*`` to
+    its ``impact_ended_at``, ``*_resolve_*`` to its ``resolved_at`` (None without any);
+    ``unresolved`` true pages were still open at the end of the period.
+    """
 
     name: str
     start: datetime
@@ -172,6 +231,12 @@ class Score:
     duplicates: int
     scenarios: tuple[ScenarioResult, ...]
     false_incidents: tuple[FalsePage, ...]
+    median_impact_end_seconds: float | None = None
+    max_impact_end_seconds: float | None = None
+    median_resolve_seconds: float | None = None
+    max_resolve_seconds: float | None = None
+    unresolved: int = 0
+    flaps: tuple[Flap, ...] = ()
 
     @property
     def missed(self) -> tuple[ScenarioResult, ...]:
@@ -196,7 +261,19 @@ class Score:
             "duplicates": self.duplicates,
             "scenarios": [r.as_dict() for r in self.scenarios],
             "false_incidents": [f.as_dict() for f in self.false_incidents],
+            "median_impact_end_seconds": self.median_impact_end_seconds,
+            "max_impact_end_seconds": self.max_impact_end_seconds,
+            "median_resolve_seconds": self.median_resolve_seconds,
+            "max_resolve_seconds": self.max_resolve_seconds,
+            "unresolved": self.unresolved,
+            "flap_count": self.flap_count,
+            "flaps": [f.as_dict() for f in self.flaps],
         }
+
+    @property
+    def flap_count(self) -> int:
+        """Times a page resolved while its problem was still on (each re-opening counts)."""
+        return sum(f.reopened + (f.next_id is not None) for f in self.flaps)
 
 
 # --- labels -------------------------------------------------------------------------------
@@ -356,6 +433,9 @@ class _Incident:
     detector: str
     opened_at: datetime
     dims: Mapping[str, str]
+    resolved_at: datetime | None = None
+    impact_ended_at: datetime | None = None
+    reopened: int = 0
 
 
 def _incident(i: int, raw: object) -> _Incident:
@@ -375,7 +455,24 @@ def _incident(i: int, raw: object) -> _Incident:
         dims = _dims(raw.get("dimensions") or {})
     except ValueError as exc:
         raise ValueError(f"{where}: key 'dimensions': {exc}") from None
-    return _Incident(str(raw["id"]), str(raw["detector"]), opened_at, dims)
+    times: dict[str, datetime | None] = {}
+    for key in ("resolved_at", "impact_ended_at"):
+        try:
+            times[key] = None if raw.get(key) is None else _time(raw[key])
+        except ValueError as exc:
+            raise ValueError(f"{where}: key {key!r}: {exc}") from None
+    reopened = raw.get("reopened") or 0
+    if isinstance(reopened, bool) or not isinstance(reopened, int) or reopened < 0:
+        raise ValueError(f"{where}: key 'reopened': must be a count, not {reopened!r}")
+    return _Incident(
+        str(raw["id"]),
+        str(raw["detector"]),
+        opened_at,
+        dims,
+        resolved_at=times["resolved_at"],
+        impact_ended_at=times["impact_ended_at"],
+        reopened=reopened,
+    )
 
 
 def dims_intersect(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
@@ -465,12 +562,17 @@ def score(
 
     results: list[ScenarioResult] = []
     ttds: list[float] = []
+    impact_lags: list[float] = []
+    resolve_lags: list[float] = []
+    unresolved = 0
     attributed = duplicates = 0
     for s, matched in zip(in_range, by_scenario, strict=True):
         matched.sort(key=lambda inc: (inc.opened_at, inc.id))
         detected = not s.harmless and bool(matched)
         ttd: float | None = None
         exact: bool | None = None
+        impact: float | None = None
+        resolved: float | None = None
         if detected:
             first = matched[0]
             ttd = max(0.0, (first.opened_at - s.start).total_seconds())
@@ -478,6 +580,13 @@ def score(
             ttds.append(ttd)
             attributed += exact
             duplicates += len(matched) - 1
+            lags_i = [_since(inc.impact_ended_at, s.end) for inc in matched]
+            lags_r = [_since(inc.resolved_at, s.end) for inc in matched]
+            impact_lags.extend(x for x in lags_i if x is not None)
+            resolve_lags.extend(x for x in lags_r if x is not None)
+            unresolved += sum(inc.resolved_at is None for inc in matched)
+            impact = None if None in lags_i else max(x for x in lags_i if x is not None)
+            resolved = None if None in lags_r else max(x for x in lags_r if x is not None)
         results.append(
             ScenarioResult(
                 id=s.id,
@@ -490,6 +599,8 @@ def score(
                 ttd_seconds=ttd,
                 attributed=exact,
                 incident_ids=tuple(inc.id for inc in matched),
+                impact_ended_seconds=impact,
+                resolved_seconds=resolved,
             )
         )
 
@@ -513,7 +624,40 @@ def score(
         duplicates=duplicates,
         scenarios=tuple(results),
         false_incidents=tuple(false_pages),
+        median_impact_end_seconds=statistics.median(impact_lags) if impact_lags else None,
+        max_impact_end_seconds=max(impact_lags) if impact_lags else None,
+        median_resolve_seconds=statistics.median(resolve_lags) if resolve_lags else None,
+        max_resolve_seconds=max(resolve_lags) if resolve_lags else None,
+        unresolved=unresolved,
+        flaps=_flaps(parsed),
     )
+
+
+def _since(t: datetime | None, end: datetime) -> float | None:
+    return None if t is None else (t - end).total_seconds()
+
+
+def _flaps(incidents: Sequence[_Incident]) -> tuple[Flap, ...]:
+    """Incidents re-opened after resolving, or followed on the same detector and slice by a
+    new incident within ``FLAP_WITHIN`` of resolving; in the order they were opened."""
+    ordered = sorted(incidents, key=lambda inc: (inc.opened_at, inc.id))
+    out = []
+    for k, inc in enumerate(ordered):
+        nxt = None
+        if inc.resolved_at is not None:
+            nxt = next(
+                (
+                    later
+                    for later in ordered[k + 1 :]
+                    if later.detector == inc.detector
+                    and dict(later.dims) == dict(inc.dims)
+                    and inc.resolved_at <= later.opened_at <= inc.resolved_at + FLAP_WITHIN
+                ),
+                None,
+            )
+        if inc.reopened or nxt is not None:
+            out.append(Flap(inc.id, inc.detector, inc.dims, inc.reopened, nxt.id if nxt else None))
+    return tuple(out)
 
 
 def _why(harmless: LabelledScenario | None) -> str:
@@ -565,6 +709,40 @@ def format_scores(scores: Sequence[Score]) -> str:
         ]
     )
     rows.append(["duplicates", *(str(s.duplicates) for s in scores), f"{TARGETS['duplicates']:g}"])
+    # From the end of each problem (labels' end), over the true pages.
+    rows.append(
+        [
+            "end to impact ended, median",
+            *(_minutes(s.median_impact_end_seconds) for s in scores),
+            f"<= {TARGETS['median_impact_end_seconds'] / 60:g} min",
+        ]
+    )
+    rows.append(
+        [
+            "end to impact ended, max",
+            *(_minutes(s.max_impact_end_seconds) for s in scores),
+            "",
+        ]
+    )
+    rows.append(
+        [
+            "end to resolved, median",
+            *(_minutes(s.median_resolve_seconds) for s in scores),
+            f"<= {TARGETS['median_resolve_seconds'] / 60:g} min",
+        ]
+    )
+    rows.append(
+        [
+            "end to resolved, max",
+            *(
+                _minutes(s.max_resolve_seconds)
+                + (f" ({s.unresolved} still open)" if s.unresolved else "")
+                for s in scores
+            ),
+            f"<= {TARGETS['max_resolve_seconds'] / 60:g} min",
+        ]
+    )
+    rows.append(["flaps", *(str(s.flap_count) for s in scores), f"{TARGETS['flaps']:g}"])
     rows.append(["incidents", *(str(s.incidents) for s in scores), ""])
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     lines = [
@@ -596,6 +774,23 @@ def format_misses(s: Score) -> str:
             f"  false page {f.id}  {f.detector}  {_dims_text(f.dims)}  opened"
             f" {_iso(f.opened_at)}: {f.why}"
         )
+    for r in s.scenarios:
+        late = r.resolved_seconds
+        if r.detected and late is not None and late > TARGETS["max_resolve_seconds"]:
+            lines.append(
+                f"  late       {r.id}  {r.kind}  {_dims_text(r.dims)}: resolved"
+                f" {_minutes(late)} after it ended ({_iso(r.end)})"
+            )
+    for fl in s.flaps:
+        again = "; ".join(
+            ([f"re-opened {fl.reopened} time(s)"] if fl.reopened else [])
+            + (
+                [f"followed by {fl.next_id} within {_minutes(FLAP_WITHIN.total_seconds())}"]
+                if fl.next_id
+                else []
+            )
+        )
+        lines.append(f"  flap       {fl.id}  {fl.detector}  {_dims_text(fl.dims)}: {again}")
     return "\n".join(lines) + "\n"
 
 

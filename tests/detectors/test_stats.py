@@ -17,6 +17,7 @@ from paytriage.detectors.stats import (
     Baseline,
     BurnWindow,
     Debouncer,
+    Recovery,
     Transition,
     burn_rate,
     count_excess,
@@ -26,6 +27,7 @@ from paytriage.detectors.stats import (
     multiwindow_alert,
     proportion_excess,
     quantile_from_buckets,
+    recovery,
     robust_baseline,
 )
 from tests.support.factories import T0
@@ -613,6 +615,63 @@ def test_gaps_break_continuity() -> None:
     assert d.update("k", False, T0 + 35 * MIN) is None  # 3 min step: within max_gap
     assert d.update("k", False, T0 + 38 * MIN) is None
     assert d.update("k", False, T0 + 40 * MIN) is Transition.CLEARED
+
+
+def test_the_quiet_period_starts_where_the_data_shows_the_signal_back() -> None:
+    d = deb()
+    assert run(d, "xxxxxxxx") == [(3, Transition.RAISED)]
+    t = T0 + 8 * MIN
+    # the detector sees its signal back since three minutes ago: that counts towards
+    # clear_after, but half of clear_after is still watched evaluation by evaluation
+    assert d.update("k", False, t, since=t - 3 * MIN) is None
+    assert d.quiet_since("k") == t - 3 * MIN
+    for m in range(1, 7):
+        assert d.update("k", False, t + m * MIN) is None
+    assert d.update("k", False, t + 7 * MIN) is Transition.CLEARED  # 10 min dated, 7 watched
+    assert d.recovered_at("k") == t - 3 * MIN
+    assert not d.active("k") and d.quiet_since("k") is None
+    # dated back further, it still waits until half of clear_after has been watched
+    d = deb()
+    run(d, "x" * 12)  # raised at 3, breaching up to 11
+    t = T0 + 12 * MIN
+    assert d.update("k", False, t, since=t - 9 * MIN) is None  # 10 min dated at t + 1
+    for m in range(1, 5):
+        assert d.update("k", False, t + m * MIN) is None
+    assert d.update("k", False, t + 5 * MIN) is Transition.CLEARED
+    assert d.recovered_at("k") == t - 9 * MIN
+
+
+def test_one_evaluation_that_reads_a_lull_as_a_recovery_does_not_clear() -> None:
+    d = deb()
+    run(d, "xxxxxxxx")
+    t = T0 + 8 * MIN
+    assert d.update("k", False, t, since=t - 30 * MIN) is None  # not before the raise
+    assert d.quiet_since("k") == T0 + 3 * MIN
+    assert d.update("k", True, t + MIN) is None  # the problem is still on
+    assert d.active("k") and d.quiet_since("k") is None and d.recovered_at("k") is None
+
+
+def test_the_recovery_time_is_kept_until_the_key_raises_again() -> None:
+    d = deb(for_=timedelta(0), clear_after=2 * MIN)
+    assert run(d, "x...") == [(0, Transition.RAISED), (3, Transition.CLEARED)]
+    assert d.recovered_at("k") == T0 + MIN  # the first quiet evaluation
+    assert d.update("k", True, T0 + 10 * MIN) is Transition.RAISED
+    assert d.recovered_at("k") is None
+
+
+def test_recovery_ends_a_problem_at_the_most_improbable_change() -> None:
+    p_values = {2: 1e-4, 3: 1e-6, 4: 1e-3}
+    out = recovery(lambda k: True, p_values.get, 8, 5)  # the pools still hold the problem
+    assert out == Recovery(False, 3)
+
+
+def test_recovery_without_a_change_holds_while_a_pool_is_out_of_band() -> None:
+    assert recovery(lambda k: k == 8, lambda j: None, 8, 5) == Recovery(True)  # long pool
+    assert recovery(lambda k: k == 5, lambda j: None, 8, 5) == Recovery(True)  # newest ones
+    # a problem that faded too slowly to show a change: back since the newest minute
+    assert recovery(lambda k: False, lambda j: None, 8, 5) == Recovery(False, 0)
+    with pytest.raises(ValueError, match="least"):
+        recovery(lambda k: False, lambda j: None, 4, 5)
 
 
 def test_stale_evaluations_are_ignored_and_bad_settings_rejected() -> None:

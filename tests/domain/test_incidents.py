@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from paytriage.detection.run import Event
+from paytriage.detection.run import Event, EventKind
 from paytriage.domain.findings import Finding, Severity
 from paytriage.domain.incidents import Grouper, fingerprint, related
 from paytriage.lab.backtest import group
@@ -121,3 +121,51 @@ def test_a_clear_for_an_unknown_finding_changes_nothing() -> None:
     inc = g.raised(finding("decline_spike", psp="stripe"), T0)
     assert g.cleared(finding("decline_spike", psp="adyen"), T0 + M) is None
     assert inc.is_open
+
+
+def test_impact_ends_when_the_last_finding_went_back_not_when_it_cleared() -> None:
+    """Issue 20, finding 2: *impact ended* (the signals back in their bands) and *resolved*
+    (the last finding cleared after its hysteresis) are two times."""
+    g = grouper()
+    inc = g.raised(finding("decline_spike", psp="stripe"), T0)
+    g.raised(finding("capture_failures", psp="stripe"), T0 + 2 * M)
+    # declines back at +20, cleared at +25; captures back at +22 but slower to clear (+40)
+    g.cleared(finding("decline_spike", psp="stripe"), T0 + 25 * M, T0 + 20 * M)
+    assert inc.is_open and inc.impact_ended_at is None  # a finding is still active
+    g.cleared(finding("capture_failures", psp="stripe"), T0 + 40 * M, T0 + 22 * M)
+    assert inc.resolved_at == T0 + 40 * M
+    assert inc.impact_ended_at == T0 + 22 * M  # the latest of the two recoveries
+    assert inc.as_dict()["impact_ended_at"] == "2026-11-16T09:22:00Z"
+    # a relapse re-opens it: its impact is on again, and ends with its next recovery
+    g.raised(finding("decline_spike", psp="stripe"), T0 + 50 * M)
+    assert inc.impact_ended_at is None and inc.as_dict()["impact_ended_at"] is None
+    g.cleared(finding("decline_spike", psp="stripe"), T0 + 60 * M, T0 + 55 * M)
+    assert inc.impact_ended_at == T0 + 55 * M and inc.reopened == 1
+
+
+def test_the_recovery_a_cleared_finding_carries_is_read_from_it() -> None:
+    """The live pipeline hands the grouper the cleared finding only: its details say when its
+    signal went back. Without one, impact ended when it cleared; never after that."""
+    g = grouper()
+    a = g.raised(finding("decline_spike", psp="stripe"), T0)
+    cleared = finding("decline_spike", psp="stripe")
+    cleared.details["recovered_at"] = "2026-11-16T09:17:00Z"
+    g.cleared(cleared, T0 + 22 * M)
+    assert a.impact_ended_at == T0 + 17 * M
+    b = g.raised(finding("webhook_lag", psp="adyen"), T0)
+    g.cleared(finding("webhook_lag", psp="adyen"), T0 + 9 * M)
+    assert b.impact_ended_at == T0 + 9 * M
+    c = g.raised(finding("traffic_drop", country="GB"), T0)
+    g.cleared(finding("traffic_drop", country="GB"), T0 + 9 * M, T0 + 12 * M)
+    assert c.impact_ended_at == T0 + 9 * M
+
+
+def test_group_carries_the_recovery_of_cleared_events() -> None:
+    f = finding("decline_spike", psp="stripe")
+    events = [
+        Event(EventKind.RAISED, f, T0),
+        Event(EventKind.CLEARED, f, T0 + 25 * M, recovered_at=T0 + 20 * M),
+    ]
+    [a] = group(events, 15 * M, 2 * 60 * M)
+    assert a.as_dict()["impact_ended_at"] == "2026-11-16T09:20:00Z"
+    assert a.as_dict()["resolved_at"] == "2026-11-16T09:25:00Z"

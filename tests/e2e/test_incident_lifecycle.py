@@ -46,8 +46,6 @@ ONCALL, LEAD = "U0ONCALL001", "U0LEAD0001"
 CHANNEL = "#payments-oncall"
 
 
-
-
 def test_an_outage_is_paged_once_acked_from_slack_resolved_summarised_and_written_up(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -63,7 +61,12 @@ def test_an_outage_is_paged_once_acked_from_slack_resolved_summarised_and_writte
         },
         context={"env": {"PD": KEY}},
     )
-    ops = Operations(slack_app_options(settings), store, Permissions(settings.slack.permissions, lambda g: []), clock)
+    ops = Operations(
+        slack_app_options(settings),
+        store,
+        Permissions(settings.slack.permissions, lambda g: []),
+        clock,
+    )
     prom = PrometheusSource(
         settings.sources.prometheus.model_copy(update={"url": stack.prometheus_url})
     )
@@ -116,7 +119,7 @@ def test_an_outage_is_paged_once_acked_from_slack_resolved_summarised_and_writte
         assert format_count(failed) in draft
         for q in ev["impact"]["queries"]:
             assert q["query"] in draft  # verbatim, in a code fence of the appendix
-        assert "payment_authorizations_total" in draft and inc.id in draft
+        assert "payment_authorizations_total" in draft and f"`{inc.ref}`" in draft
 
         # Review round trip: changes requested, a new version, approved, exported.
         v1 = ops.postmortem(inc.id, ONCALL).postmortem

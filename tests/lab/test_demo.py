@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -56,6 +56,10 @@ def test_every_incident_ends_with_the_title_and_runbook_it_was_paged_with(
         assert inc["runbook"] is not None and inc["id"].startswith("INC-")
         if inc["resolved_at"] is not None:
             assert (out / "postmortems" / f"{inc['id']}.md").exists()
+            # the impact ended before the alert cleared, and not long before
+            ended = datetime.fromisoformat(inc["impact_ended_at"].replace("Z", "+00:00"))
+            resolved = datetime.fromisoformat(inc["resolved_at"].replace("Z", "+00:00"))
+            assert timedelta(0) < resolved - ended <= timedelta(minutes=30)
 
 
 def test_the_block_kit_it_wrote_is_what_slack_accepts(demo: tuple[object, str, Path]) -> None:

@@ -412,3 +412,119 @@ def test_a_symptom_on_an_intersecting_slice_is_a_duplicate_not_a_false_page() ->
     outage = scen("psp_outage-2", 600, psp="stripe")
     s = score([inc("a", 603, psp="stripe"), inc("x", 604, "rule", psp="adyen")], [outage], T0, END)
     assert (s.duplicates, s.false_pages) == (0, 1)
+
+
+# --- resolution ---------------------------------------------------------------------------
+
+
+def resolved(
+    iid: str,
+    opened: float,
+    ended: float | None,
+    closed: float | None,
+    detector: str = "decline_spike",
+    reopened: int = 0,
+    **dims: str,
+) -> dict[str, Any]:
+    return {
+        **inc(iid, opened, detector, **dims),
+        "impact_ended_at": None if ended is None else iso(ended),
+        "resolved_at": None if closed is None else iso(closed),
+        "reopened": reopened,
+    }
+
+
+def test_resolution_is_timed_from_each_problems_end() -> None:
+    # OUTAGE ends at 620, BACKLOG at 830, DROP at 1030
+    s = score(
+        [
+            resolved("a", 602, 621, 626, psp="stripe"),
+            resolved("b", 802, 836, 841, "webhook_lag", psp="adyen"),
+            resolved("c", 1003, 1029, 1034, "traffic_drop", country="GB"),
+        ],
+        [OUTAGE, BACKLOG, DROP],
+        T0,
+        END,
+    )
+    assert s.median_impact_end_seconds == 60 and s.max_impact_end_seconds == 360
+    assert s.median_resolve_seconds == 360 and s.max_resolve_seconds == 660
+    assert s.unresolved == 0 and s.flap_count == 0
+    by_id = {r.id: r for r in s.scenarios}
+    assert by_id["traffic_drop-1"].impact_ended_seconds == -60  # back before its labelled end
+    assert by_id["webhook_backlog-1"].resolved_seconds == 660
+    d = json.loads(json.dumps(s.as_dict()))
+    assert d["median_resolve_seconds"] == 360 and d["flap_count"] == 0
+    assert d["scenarios"][0]["impact_ended_seconds"] == 60
+
+
+def test_a_page_still_open_counts_as_unresolved_and_the_latest_incident_times_a_problem() -> None:
+    s = score(
+        [
+            resolved("a", 602, 625, 630, psp="stripe"),
+            resolved("b", 612, None, None, psp="stripe", country="DE"),
+        ],
+        [OUTAGE],
+        T0,
+        END,
+    )
+    assert s.unresolved == 1 and s.duplicates == 1
+    assert s.max_resolve_seconds == 600  # of the one that resolved
+    [r] = s.scenarios
+    assert r.resolved_seconds is None and r.impact_ended_seconds is None  # one is still open
+    assert "(1 still open)" in format_scores([s])
+
+
+def test_flaps_are_re_openings_and_new_pages_on_the_same_slice_soon_after() -> None:
+    s = score(
+        [
+            resolved("a", 602, 610, 615, reopened=2, psp="stripe"),
+            resolved("b", 805, 832, 837, "webhook_lag", psp="adyen"),
+            resolved("c", 880, 890, 895, "webhook_lag", psp="adyen"),  # 43 min after b
+            resolved("d", 1003, 1031, 1036, "traffic_drop", country="GB"),
+            resolved("e", 1200, 1210, 1215, "traffic_drop", country="GB"),  # 164 min after d
+        ],
+        [OUTAGE, BACKLOG, DROP],
+        T0,
+        END,
+    )
+    assert [(f.id, f.reopened, f.next_id) for f in s.flaps] == [("a", 2, None), ("b", 0, "c")]
+    assert s.flap_count == 3
+    text = format_misses(s)
+    assert "flap       a  decline_spike  psp=stripe: re-opened 2 time(s)" in text
+    assert "flap       b  webhook_lag  psp=adyen: followed by c within 60.0 min" in text
+
+
+def test_a_late_resolution_is_named_and_the_table_has_the_targets() -> None:
+    s = score([resolved("a", 602, 621, 660, psp="stripe")], [OUTAGE], T0, END)
+    assert "late       psp_outage-1  psp_outage  psp=stripe: resolved 40.0 min after" in (
+        format_misses(s)
+    )
+    rows = {
+        line.split("   ")[0].strip(): " ".join(line.split())
+        for line in format_scores([s]).splitlines()[1:]
+    }
+    assert rows["end to impact ended, median"].endswith("1.0 min <= 3 min")
+    assert rows["end to resolved, median"].endswith("40.0 min <= 10 min")
+    assert rows["end to resolved, max"].endswith("40.0 min <= 30 min")
+    assert rows["flaps"] == "flaps 0 0"
+
+
+def test_incidents_without_resolution_times_score_as_before() -> None:
+    """The static rules' alerts have no impact_ended_at (and an old backtest no reopened)."""
+    s = score([inc("a", 603, psp="stripe")], [OUTAGE], T0, END)
+    assert s.recall == 1.0 and s.median_impact_end_seconds is None and s.unresolved == 1
+    assert "n/a" in format_scores([s])
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"impact_ended_at": "soon"}, "key 'impact_ended_at': bad time"),
+        ({"resolved_at": 5}, "key 'resolved_at'"),
+        ({"reopened": -1}, "key 'reopened': must be a count"),
+        ({"reopened": True}, "key 'reopened'"),
+    ],
+)
+def test_malformed_resolution_fields_are_named(bad: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        score([{**inc("a", 603, psp="stripe"), **bad}], [OUTAGE], T0, END)

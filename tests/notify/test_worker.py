@@ -48,8 +48,6 @@ class Recording:
         self.given.append(msg.key)
 
 
-
-
 def incident(store: Store, psp: str = "stripe") -> str:
     """An incident in the store (opened by the grouping, as the pipeline would)."""
     f = Finding(

@@ -22,8 +22,6 @@ from tests.support.factories import T0, ticking
 ANA, BEN, LEAD = "U0ANA00001", "U0BEN00001", "U0LEAD0001"
 
 
-
-
 def settings(pagerduty: bool = False, **permissions: list[str]) -> Settings:
     data: dict[str, Any] = {
         "slack": {
@@ -62,7 +60,9 @@ def ops(
         return groups[group]
 
     s = s or settings()
-    return Operations(slack_app_options(s), store, Permissions(s.slack.permissions, members_of), ticking())
+    return Operations(
+        slack_app_options(s), store, Permissions(s.slack.permissions, members_of), ticking()
+    )
 
 
 def outbox(store: Store) -> list[tuple[str, str, str]]:

@@ -52,8 +52,6 @@ class WithChart:
         return Gathered(Evidence(gathered_at=at), b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
 
 
-
-
 @pytest.fixture
 def pd() -> Iterator[PagerDutyEventsServer]:
     with PagerDutyEventsServer() as server:
