@@ -69,7 +69,8 @@ def _everything(out: Path, screen: str, records: list[str]) -> str:
     for f in out.rglob("*"):
         if f.is_file() and f.suffix in (".json", ".md"):
             parts.append(f.read_text(errors="replace"))
-    conn = sqlite3.connect(out / "paytriage-demo.db")
+    assert (out / "paytriage.db").exists()  # sqlite3.connect would make an empty one
+    conn = sqlite3.connect(out / "paytriage.db")
     parts.append("\n".join(conn.iterdump()))
     conn.close()
     return "\n".join(parts)

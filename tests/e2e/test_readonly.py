@@ -91,7 +91,8 @@ def test_the_demo_runs_with_only_its_data_volume_writable(tmp_path: Path) -> Non
     assert "Read-only file system" not in out
     assert list((tmp_path / "demo" / "slack").glob("*.json"))
     assert list((tmp_path / "demo" / "charts").glob("*.png"))  # matplotlib: cache on /tmp
-    assert list((tmp_path / "demo").glob("postmortem-*.md"))
+    assert list((tmp_path / "demo" / "postmortems").glob("INC-*.md"))
+    assert (tmp_path / "demo" / "incidents.json").exists()
 
 
 def test_run_starts_serves_and_stops_with_only_its_data_volume_writable(
