@@ -118,6 +118,23 @@ class Assessment:
 
 
 @dataclass(frozen=True)
+class ImpactLine:
+    """One figure of what an incident of a detector without a failure ratio cost, in its
+    own terms, read over the incident's window: ``query`` is a template as
+    ``paytriage.core.promql.check_template`` takes it, summed over the incident's slice
+    (``{by}`` is left empty); ``what`` says what it counts ("webhook deliveries processed
+    after 60 s"); ``shortfall``: the figure is the same count over the same window a
+    ``evidence.baseline_offset`` earlier minus now (payments that never came)."""
+
+    what: str
+    query: str
+    shortfall: bool = False
+
+    def __post_init__(self) -> None:
+        check_template(self.query)
+
+
+@dataclass(frozen=True)
 class RatioQueries:
     """PromQL templates of the failure ratio a detector judges, broken down by value (see
     ``paytriage.core.promql.check_template``); the evidence's breakdown and impact read it.
@@ -170,7 +187,8 @@ class Detector(Generic[C]):
     is handed to ``assess`` with the raised ones that long (None: not at all), and judged
     as they are: it is raised again only with its signal out of its band now, and it still
     explains overlapping slices whose windows hold that problem. ``chart``, ``ratio``,
-    ``follow_ups`` and ``causes`` (the postmortem's hypothesis for each
+    ``impact`` (for a detector without a ratio: what its incidents cost), ``follow_ups``
+    and ``causes`` (the postmortem's hypothesis for each
     ``details["cause"]`` it names) are what the evidence and the postmortem show of it.
     """
 
@@ -185,6 +203,7 @@ class Detector(Generic[C]):
     remembers: Callable[[C], timedelta] | None = None
     chart: Chart | None = None
     ratio: RatioQueries | None = None
+    impact: tuple[ImpactLine, ...] = ()
     follow_ups: FollowUps = field(default_factory=dict)
     causes: Mapping[str, str] = field(default_factory=dict)
 

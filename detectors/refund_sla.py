@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import Field
 
 from paytriage.core.types import Duration, EnvStr, PositiveDuration, StrictModel, format_duration
-from paytriage.detectors.base import Assessment, Chart, Detector, DetectorConfig
+from paytriage.detectors.base import Assessment, Chart, Detector, DetectorConfig, ImpactLine
 from paytriage.detectors.signals import PRESENT, Frame, LabelKey, Offset, dims_of
 from paytriage.detectors.stats import (
     burn_rate,
@@ -484,6 +484,20 @@ FOLLOW_UPS = {
 """Money follow-ups for the postmortem."""
 
 
+# What a stall cost: refunds completed past the 24 h SLA, and the most pending past it.
+IMPACT = (
+    ImpactLine(
+        "refunds completed past the 24 h SLA",
+        "sum by ({by}) (increase(refunds_completed_total"
+        '{{within_sla="false"{and_matchers}}}[{window}]{offset}))',
+    ),
+    ImpactLine(
+        "refunds pending past the SLA at the worst moment",
+        "sum by ({by}) (max_over_time(refunds_pending_over_sla{{{matchers}}}[{window}]{offset}))",
+    ),
+)
+
+
 DETECTOR = Detector(
     id="refund_sla",
     config=Config,
@@ -494,5 +508,6 @@ DETECTOR = Detector(
     onset=onset,
     remembers=remembers,
     chart=Chart("pending_over_sla"),
+    impact=IMPACT,
     follow_ups=FOLLOW_UPS,
 )

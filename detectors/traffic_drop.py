@@ -41,6 +41,7 @@ from paytriage.detectors.base import (
     Detector,
     DetectorConfig,
     DimensionList,
+    ImpactLine,
 )
 from paytriage.detectors.signals import (
     BLIP_MINUTES,
@@ -509,6 +510,16 @@ FOLLOW_UPS = {
 """Money follow-ups for the postmortem."""
 
 
+# What a drop cost: the attempts that did not come, against the same window a week earlier.
+IMPACT = (
+    ImpactLine(
+        "payment attempts that did not come",
+        "sum by ({by}) (increase(payment_authorizations_total{{{matchers}}}[{window}]{offset}))",
+        shortfall=True,
+    ),
+)
+
+
 DETECTOR = Detector(
     id="traffic_drop",
     config=Config,
@@ -519,5 +530,6 @@ DETECTOR = Detector(
     onset=onset,
     history_signals=history_signals,
     chart=Chart("attempts"),
+    impact=IMPACT,
     follow_ups=FOLLOW_UPS,
 )

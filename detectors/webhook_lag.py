@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from paytriage.core.types import Duration, EnvStr, PositiveDuration, StrictModel, format_duration
-from paytriage.detectors.base import Assessment, Chart, Detector, DetectorConfig
+from paytriage.detectors.base import Assessment, Chart, Detector, DetectorConfig, ImpactLine
 from paytriage.detectors.signals import (
     PRESENT,
     Frame,
@@ -231,6 +231,24 @@ FOLLOW_UPS = {
 """Money follow-ups for the postmortem."""
 
 
+# What a backlog cost: deliveries handled after the 60 s SLO (the histogram's 60 s bucket,
+# written 60 or 60.0 by exporters) and deliveries that failed and will come again.
+IMPACT = (
+    ImpactLine(
+        "webhook deliveries processed after 60 s",
+        "sum by ({by}) (increase(webhook_processing_lag_seconds_count"
+        "{{{matchers}}}[{window}]{offset}))"
+        " - sum by ({by}) (increase(webhook_processing_lag_seconds_bucket"
+        '{{le=~"60(\\\\.0)?"{and_matchers}}}[{window}]{offset}))',
+    ),
+    ImpactLine(
+        "webhook deliveries that failed (the PSP sends them again)",
+        "sum by ({by}) (increase(webhook_events_processed_total"
+        '{{outcome="failed"{and_matchers}}}[{window}]{offset}))',
+    ),
+)
+
+
 DETECTOR = Detector(
     id="webhook_lag",
     config=Config,
@@ -240,5 +258,6 @@ DETECTOR = Detector(
     assess=assess,
     onset=onset,
     chart=Chart("lag_p95"),
+    impact=IMPACT,
     follow_ups=FOLLOW_UPS,
 )

@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from paytriage.config.models import EvidenceConfig, LogFields
+from paytriage.core.promql import build_query
 from paytriage.core.types import iso
 from paytriage.detectors import REGISTRY
-from paytriage.detectors.base import RatioQueries
+from paytriage.detectors.base import ImpactLine, RatioQueries
 from paytriage.detectors.signals import Frame
 from paytriage.domain.evidence import (
     BreakdownSection,
@@ -38,15 +39,22 @@ from paytriage.domain.evidence import (
     PatternItem,
     TopValue,
 )
-from paytriage.domain.findings import Finding
+from paytriage.domain.findings import Finding, QueryRef
 from paytriage.domain.incidents import Incident, MemberKey, related
 from paytriage.evidence.breakdown import Breakdown, DimensionBreakdown
 from paytriage.evidence.breakdown import gather_breakdown as read_breakdown
 from paytriage.evidence.changes import ChangeEvidence, gather_changes
 from paytriage.evidence.chart import chart_finding
-from paytriage.evidence.impact import Impact, TicketSize, estimate_impact
+from paytriage.evidence.impact import (
+    Impact,
+    TicketSize,
+    estimate_impact,
+    format_count,
+    format_money,
+    format_window,
+)
 from paytriage.evidence.logs import LogEvidence, gather_logs
-from paytriage.sources.base import LogSource, MetricsSource
+from paytriage.sources.base import LogSource, MetricsSource, Series, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,12 @@ def breakdown_section(b: Breakdown) -> BreakdownSection:
         missing=tuple(b.missing),
         queries=tuple(b.queries),
     )
+
+
+def _total(series: Sequence[Series]) -> float | None:
+    """The sum of an instant query's values (None when it returned nothing finite)."""
+    values = [float(v) for x in series for v in x.values if math.isfinite(v)]
+    return sum(values) if values else None
 
 
 def dimension_item(d: DimensionBreakdown, shown: int = 3) -> DimensionItem:
@@ -241,6 +255,8 @@ class EvidenceGatherer:
         impact: ImpactSection | None = None
         declared = REGISTRY.get(inc.detector)
         ratio = declared.ratio if declared is not None else None
+        if declared is not None and declared.impact and ratio is None and not inc.data_problem:
+            impact = self._impact(declared.impact, inc.dimensions, start, end)
         if ratio is not None and not inc.data_problem:
             b = self._breakdown(ratio, inc.dimensions, start, end, ratio.labels)
             breakdown = breakdown_section(b)
@@ -300,6 +316,57 @@ class EvidenceGatherer:
             else ChartSection(False, missing="no chart for this detector's signal"),
         )
         return Gathered(ev, chart)
+
+    def _impact(
+        self,
+        lines: Sequence[ImpactLine],
+        dims: Mapping[str, str],
+        start: datetime,
+        end: datetime,
+    ) -> ImpactSection:
+        """What the incident cost in the detector's own terms over its window (see
+        ``detectors.base.ImpactLine``); a figure that cannot be read says so."""
+        window = end - start
+        texts: list[str] = []
+        refs: list[QueryRef] = []
+        lost: float | None = None
+        for line in lines:
+            now_q = build_query(line.query, by=(), window=window, dims=dims)
+            refs.append(QueryRef("prometheus", now_q, start, end))
+            try:
+                now = _total(self.metrics.query(now_q, end))
+                if not line.shortfall:
+                    texts.append(f"{format_count(now)} {line.what} in {format_window(window)}")
+                    continue
+                base, when = None, ""
+                # the same window a week earlier (seasonal), else a day earlier (short history)
+                for offset in dict.fromkeys((self.config.baseline_offset, timedelta(days=1))):
+                    base_q = build_query(
+                        line.query, by=(), window=window, dims=dims, offset=offset
+                    )
+                    base = _total(self.metrics.query(base_q, end))
+                    if base is not None:
+                        refs.append(QueryRef("prometheus", base_q, start - offset, end - offset))
+                        when = f"{format_window(offset)} earlier"
+                        break
+            except SourceError as exc:
+                texts.append(f"{line.what}: could not be read ({exc.kind.value} error)")
+                continue
+            if now is None or base is None:
+                texts.append(f"{line.what}: unknown (no data to compare with)")
+                continue
+            lost = max(0.0, base - now)
+            texts.append(
+                f"{format_count(lost)} {line.what} in {format_window(window)} "
+                f"({format_count(now)} came, against {format_count(base)} the same window "
+                f"{when})"
+            )
+        if lost and self.ticket is not None:
+            amount = format_money(lost * self.ticket.amount, self.ticket.currency)
+            texts.append(f"About {amount} of payments at the average ticket")
+        return ImpactSection(
+            lines=tuple(texts), window_seconds=window.total_seconds(), queries=tuple(refs)
+        )
 
     def _breakdown(
         self,

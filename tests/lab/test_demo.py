@@ -45,6 +45,19 @@ def test_every_injected_incident_is_found_once_on_its_slice_and_the_flash_sale_i
     assert len(incidents) == len(real)  # nothing else, the flash sale included
 
 
+def test_every_incident_says_what_it_cost_in_its_own_terms(
+    demo: tuple[object, str, Path],
+) -> None:
+    """The commander's summary said "Impact: unknown" for traffic drops and webhooks."""
+    result, _, _ = demo
+    for inc in result.incidents:  # type: ignore[attr-defined]
+        lines = inc.evidence.impact.lines if inc.evidence.impact is not None else ()
+        assert lines and not any("unknown (no data" in x for x in lines), (inc.detector, lines)
+    cost = {i.detector: " ".join(i.evidence.impact.lines) for i in result.incidents}  # type: ignore[attr-defined]
+    assert "payment attempts that did not come" in cost["traffic_drop"]
+    assert "webhook deliveries processed after 60 s" in cost["webhook_lag"]
+
+
 def test_every_incident_ends_with_the_title_and_runbook_it_was_paged_with(
     demo: tuple[object, str, Path],
 ) -> None:
