@@ -868,6 +868,9 @@ class _Draft:
         excess, amount = sec.excess, sec.amount_so_far
         currency = sec.currency
         out.update(failed=failed, attempts=attempts, excess=excess)
+        if failed is None and sec.lines:  # a detector's own terms: lost traffic, late webhooks
+            text = "; ".join(x.rstrip(".") for x in sec.lines)
+            figures["cost"] = self.figure("cost", "What it cost", text, [src], None)
         if failed is None:
             figures["failed"] = self.unknown("failed", labels["failed"], "no data")
         else:

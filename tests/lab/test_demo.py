@@ -56,6 +56,11 @@ def test_every_incident_says_what_it_cost_in_its_own_terms(
     cost = {i.detector: " ".join(i.evidence.impact.lines) for i in result.incidents}  # type: ignore[attr-defined]
     assert "payment attempts that did not come" in cost["traffic_drop"]
     assert "webhook deliveries processed after 60 s" in cost["webhook_lag"]
+    [drop] = [i for i in result.incidents if i.detector == "traffic_drop"]  # type: ignore[attr-defined]
+    draft = (result.out / "postmortems" / f"{drop.ref}.md").read_text()  # type: ignore[attr-defined]
+    impact = draft.split("## Impact", 1)[1].split("## ", 1)[0]
+    assert "**What it cost:** " in impact and "payment attempts that did not come" in impact
+    assert "Failed payments" not in impact  # not a failure-ratio incident
 
 
 def test_every_incident_ends_with_the_title_and_runbook_it_was_paged_with(
