@@ -202,7 +202,7 @@ class ReplayResult:
                     "runbook": paged.runbook,
                     "onset": t(inc.onset),
                     "opened_at": t(inc.opened_at),
-                    "impact_ended_at": t(self.impact_ended.get(inc.id)),
+                    "impact_ended_at": t(inc.impact_ended_at or self.impact_ended.get(inc.id)),
                     "mitigated_at": t(inc.mitigated_at),
                     "resolved_at": t(inc.resolved_at),
                     "final_title": inc.title,

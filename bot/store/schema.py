@@ -35,6 +35,7 @@ class IncidentRow(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(128))
     mitigated_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
+    impact_ended_at: Mapped[datetime | None]  # the signal back in its band (before resolved)
     reopened: Mapped[int] = mapped_column(Integer, default=0)
     members: Mapped[dict[str, Any]]  # "detector|k=v,..." -> the finding's summary
     evidence: Mapped[dict[str, Any]]

@@ -178,6 +178,7 @@ class StoredIncident:
     slack_channel: str | None
     slack_ts: str | None
     number: int | None = None
+    impact_ended_at: datetime | None = None  # the signal back in its band (before resolved)
 
     @property
     def ref(self) -> str:
@@ -189,6 +190,7 @@ class StoredIncident:
         return cls(
             id=r.id,
             number=r.number,
+            impact_ended_at=utc(r.impact_ended_at),
             detector=r.detector,
             dimensions=dict(r.dimensions),
             title=r.title,
@@ -223,6 +225,7 @@ class StoredIncident:
             data_problem=self.data_problem,
             resolved_at=self.resolved_at if self.state is State.resolved else None,
             reopened=self.reopened,
+            impact_ended_at=self.impact_ended_at if self.state is State.resolved else None,
         )
         for m in self.members.values():
             f = finding_from_dict(m["finding"])
@@ -389,6 +392,7 @@ class Tx:
                 row.acknowledged_at = row.mitigated_at = None
                 row.acknowledged_by = None
             row.reopened = max(row.reopened, inc.reopened)
+        row.impact_ended_at = inc.impact_ended_at  # set as it resolves, cleared as it re-opens
         if inc.resolved_at is not None and row.state != State.resolved.value:
             row.state = State.resolved.value
             row.resolved_at = inc.resolved_at

@@ -291,7 +291,9 @@ def incident_blocks(
         f"*Where:* {mrkdwn(where(inc.dimensions))} · *Detectors:* "
         f"{mrkdwn(', '.join(inc.detectors))}",
         f"*Since:* {_ts(onset)} ({format_window(duration(inc, now))})"
-        f" · *Detected:* {_ts(inc.opened_at)}",
+        f" · *Detected:* {_ts(inc.opened_at)}"
+        + (f" · *Impact ended:* {_ts(inc.impact_ended_at)}" if inc.impact_ended_at else "")
+        + (f" · *Resolved:* {_ts(inc.resolved_at)}" if inc.resolved_at else ""),
     ]
     if (reading := now_line(inc)) is not None:
         facts.append(reading)

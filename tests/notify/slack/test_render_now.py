@@ -45,3 +45,26 @@ def test_the_root_message_says_how_it_is_now_and_how_bad_it_got(store: Store) ->
     assert "*Worst:* 42 % at <!date^" in text
     stored = store.incident(key)
     assert stored is not None and stored.title == "Technical errors up at psp=stripe: 30 %"
+
+
+def test_impact_ended_is_kept_and_shown_apart_from_the_resolution(store: Store) -> None:
+    from tests.support.factories import cleared
+
+    p = pipeline(store)
+    first = reading(0, 0.30)
+    [key] = p.step([raised(first)], [first], first.at).ids("opened")
+    back = reading(25, 0.05)
+    back = factories.Finding(
+        **{**back.__dict__, "details": {**back.details, "recovered_at": T0 + 20 * M}}
+    )
+    p.step([cleared(back, T0 + 25 * M)], [], T0 + 25 * M)
+    stored = store.incident(key)
+    assert stored is not None and stored.resolved_at == T0 + 25 * M
+    assert stored.impact_ended_at == T0 + 20 * M  # the signal came back before the alert cleared
+    text = facts(store, key)
+    assert "*Impact ended:* <!date^" in text and "*Resolved:* <!date^" in text
+    again = reading(40, 0.3)
+    p.step([raised(again)], [again], T0 + 40 * M)  # re-opened: the impact is on again
+    reopened = store.incident(key)
+    assert reopened is not None and reopened.impact_ended_at is None
+    assert "Impact ended" not in facts(store, key)
