@@ -93,6 +93,8 @@ TARGETS: dict[str, float] = {
     "median_ttd_seconds": 180.0,  # at most
     "attribution": 0.90,  # at least
     "duplicates": 0,  # at most
+    "median_onset_error_seconds": 60.0,  # at most: |estimated onset - problem start|
+    "max_onset_error_seconds": 600.0,  # at most
     "median_impact_end_seconds": 180.0,  # at most: problem end to impact ended
     "median_resolve_seconds": 600.0,  # at most: problem end to resolved
     "max_resolve_seconds": 1800.0,  # at most
@@ -145,6 +147,7 @@ class ScenarioResult:
     incident_ids: tuple[str, ...]
     impact_ended_seconds: float | None = None
     resolved_seconds: float | None = None
+    onset_error_seconds: float | None = None  # the first page's onset minus the start
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -160,6 +163,7 @@ class ScenarioResult:
             "incident_ids": list(self.incident_ids),
             "impact_ended_seconds": self.impact_ended_seconds,
             "resolved_seconds": self.resolved_seconds,
+            "onset_error_seconds": self.onset_error_seconds,
         }
 
 
@@ -233,6 +237,8 @@ class Score:
     false_incidents: tuple[FalsePage, ...]
     median_impact_end_seconds: float | None = None
     max_impact_end_seconds: float | None = None
+    median_onset_error_seconds: float | None = None  # |onset - start|, over the true pages
+    max_onset_error_seconds: float | None = None
     median_resolve_seconds: float | None = None
     max_resolve_seconds: float | None = None
     unresolved: int = 0
@@ -263,6 +269,8 @@ class Score:
             "false_incidents": [f.as_dict() for f in self.false_incidents],
             "median_impact_end_seconds": self.median_impact_end_seconds,
             "max_impact_end_seconds": self.max_impact_end_seconds,
+            "median_onset_error_seconds": self.median_onset_error_seconds,
+            "max_onset_error_seconds": self.max_onset_error_seconds,
             "median_resolve_seconds": self.median_resolve_seconds,
             "max_resolve_seconds": self.max_resolve_seconds,
             "unresolved": self.unresolved,
@@ -436,6 +444,7 @@ class _Incident:
     resolved_at: datetime | None = None
     impact_ended_at: datetime | None = None
     reopened: int = 0
+    onset: datetime | None = None
 
 
 def _incident(i: int, raw: object) -> _Incident:
@@ -456,7 +465,7 @@ def _incident(i: int, raw: object) -> _Incident:
     except ValueError as exc:
         raise ValueError(f"{where}: key 'dimensions': {exc}") from None
     times: dict[str, datetime | None] = {}
-    for key in ("resolved_at", "impact_ended_at"):
+    for key in ("resolved_at", "impact_ended_at", "onset"):
         try:
             times[key] = None if raw.get(key) is None else _time(raw[key])
         except ValueError as exc:
@@ -472,6 +481,7 @@ def _incident(i: int, raw: object) -> _Incident:
         resolved_at=times["resolved_at"],
         impact_ended_at=times["impact_ended_at"],
         reopened=reopened,
+        onset=times["onset"],
     )
 
 
@@ -564,6 +574,7 @@ def score(
     ttds: list[float] = []
     impact_lags: list[float] = []
     resolve_lags: list[float] = []
+    onset_errors: list[float] = []
     unresolved = 0
     attributed = duplicates = 0
     for s, matched in zip(in_range, by_scenario, strict=True):
@@ -573,8 +584,12 @@ def score(
         exact: bool | None = None
         impact: float | None = None
         resolved: float | None = None
+        onset_error: float | None = None
         if detected:
             first = matched[0]
+            if first.onset is not None:
+                onset_error = (first.onset - s.start).total_seconds()
+                onset_errors.append(abs(onset_error))
             ttd = max(0.0, (first.opened_at - s.start).total_seconds())
             exact = dict(first.dims) == dict(s.dims)
             ttds.append(ttd)
@@ -601,6 +616,7 @@ def score(
                 incident_ids=tuple(inc.id for inc in matched),
                 impact_ended_seconds=impact,
                 resolved_seconds=resolved,
+                onset_error_seconds=onset_error,
             )
         )
 
@@ -626,6 +642,8 @@ def score(
         false_incidents=tuple(false_pages),
         median_impact_end_seconds=statistics.median(impact_lags) if impact_lags else None,
         max_impact_end_seconds=max(impact_lags) if impact_lags else None,
+        median_onset_error_seconds=statistics.median(onset_errors) if onset_errors else None,
+        max_onset_error_seconds=max(onset_errors) if onset_errors else None,
         median_resolve_seconds=statistics.median(resolve_lags) if resolve_lags else None,
         max_resolve_seconds=max(resolve_lags) if resolve_lags else None,
         unresolved=unresolved,
@@ -709,6 +727,20 @@ def format_scores(scores: Sequence[Score]) -> str:
         ]
     )
     rows.append(["duplicates", *(str(s.duplicates) for s in scores), f"{TARGETS['duplicates']:g}"])
+    rows.append(
+        [
+            "onset error, median",
+            *(_minutes(s.median_onset_error_seconds) for s in scores),
+            f"<= {TARGETS['median_onset_error_seconds'] / 60:g} min",
+        ]
+    )
+    rows.append(
+        [
+            "onset error, max",
+            *(_minutes(s.max_onset_error_seconds) for s in scores),
+            f"<= {TARGETS['max_onset_error_seconds'] / 60:g} min",
+        ]
+    )
     # From the end of each problem (labels' end), over the true pages.
     rows.append(
         [

@@ -528,3 +528,16 @@ def test_incidents_without_resolution_times_score_as_before() -> None:
 def test_malformed_resolution_fields_are_named(bad: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         score([{**inc("a", 603, psp="stripe"), **bad}], [OUTAGE], T0, END)
+
+
+def test_the_onset_error_is_the_first_pages_onset_against_the_problems_start() -> None:
+    """Issue 20, finding 3: onsets up to 59 min off for traffic drops went unmeasured."""
+    early = {**inc("a", 1003, "traffic_drop", country="GB"), "onset": iso(943)}  # 57 min early
+    close = {**inc("b", 603, psp="stripe"), "onset": iso(601)}  # 1 min late
+    unknown = inc("c", 803, "webhook_lag", psp="adyen")  # no onset: not counted
+    s = score([early, close, unknown], [OUTAGE, BACKLOG, DROP], T0, END)
+    by_id = {r.id: r.onset_error_seconds for r in s.scenarios}
+    assert by_id == {"psp_outage-1": 60.0, "webhook_backlog-1": None, "traffic_drop-1": -3420.0}
+    assert s.median_onset_error_seconds == (60.0 + 3420.0) / 2
+    assert s.max_onset_error_seconds == 3420.0
+    assert "onset error, max" in format_scores([s])
