@@ -93,6 +93,17 @@ def breakdown_section(b: Breakdown) -> BreakdownSection:
     )
 
 
+MIN_CHART_SPAN = timedelta(hours=1)
+
+
+def zoom(onset: datetime, now: datetime, widest: timedelta) -> timedelta:
+    """How much a chart shows, up to now: the incident so far and twice as long before its
+    onset for context (a 10-minute outage is not a blip in three hours of traffic), at least
+    an hour and at most ``widest`` (``evidence.chart_span``)."""
+    lasted = max(now - onset, timedelta(0))
+    return min(widest, max(MIN_CHART_SPAN, 3 * lasted))
+
+
 def _total(series: Sequence[Series]) -> float | None:
     """The sum of an instant query's values (None when it returned nothing finite)."""
     values = [float(v) for x in series for v in x.values if math.isfinite(v)]
@@ -413,7 +424,7 @@ class EvidenceGatherer:
                 shown,
                 spec.signal,
                 spec.per,
-                span=self.config.chart_span,
+                span=zoom(inc.onset or inc.opened_at, lead.at, self.config.chart_span),
                 detected=inc.opened_at,
             )
         except (ValueError, KeyError) as exc:  # a chart is never worth losing the evidence

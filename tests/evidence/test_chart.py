@@ -349,3 +349,15 @@ def test_a_refreshed_chart_keeps_the_incidents_title_band_and_detection_time(
     assert (shown.expected, shown.band) == (0.04, (0.03, 0.05))
     assert shown.at == later.at  # the data run up to now
     assert detected == paged.at
+
+
+def test_a_chart_zooms_on_the_incident_with_context_before_its_onset() -> None:
+    """Issue 20, finding 1: three hours of traffic made a 10-minute outage a blip."""
+    from paytriage.evidence.gather import zoom
+
+    onset = T0 + timedelta(hours=5)
+    widest = timedelta(hours=3)
+    assert zoom(onset, onset + timedelta(minutes=10), widest) == timedelta(hours=1)
+    assert zoom(onset, onset + timedelta(minutes=40), widest) == timedelta(minutes=120)
+    assert zoom(onset, onset + timedelta(hours=2), widest) == widest
+    assert zoom(onset, onset - timedelta(minutes=5), widest) == timedelta(hours=1)
