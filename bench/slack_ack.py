@@ -26,6 +26,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +42,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve_app(db: str, slack_base: str, token: str, port: int, ready: mp.Event) -> None:  # type: ignore[valid-type]
+def bench_app(db: str, slack_base: str, token: str) -> Any:
+    """The Slack app as `paytriage run` builds it in HTTP mode, over a SQLite store at ``db``
+    and the Web API at ``slack_base`` (the benchmarks' local Slack server)."""
     from slack_sdk import WebClient
 
     from paytriage.app.compose import create_slack_app
     from paytriage.config import Settings
-    from paytriage.slack_app.run import start_http
     from paytriage.store import Store
 
     settings = Settings.model_validate(
@@ -62,7 +64,13 @@ def serve_app(db: str, slack_base: str, token: str, port: int, ready: mp.Event) 
         context={"env": {"S": SECRET, "T": token}},
     )
     store = Store.open(f"sqlite:///{db}")
-    app = create_slack_app(settings, store, client=WebClient(token=token, base_url=slack_base))
+    return create_slack_app(settings, store, client=WebClient(token=token, base_url=slack_base))
+
+
+def serve_app(db: str, slack_base: str, token: str, port: int, ready: mp.Event) -> None:  # type: ignore[valid-type]
+    from paytriage.slack_app.run import start_http
+
+    app = bench_app(db, slack_base, token)
     ready.set()  # type: ignore[attr-defined]
     start_http(app, port, block=True)
 

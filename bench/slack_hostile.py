@@ -30,8 +30,6 @@ adapter straight on a threading wsgiref server), for comparison; it needs a few 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import multiprocessing as mp
 import os
@@ -54,7 +52,9 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SECRET = "bench-signing-secret-0123456789ab"  # noqa: S105 - a benchmark's own secret
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from slack_ack import sign  # noqa: E402 - the sibling benchmark's app and signing
+
 PATH = "/slack/events"
 TARGET_RSS_MB = 300.0
 TARGET_ACK_S = 3.0
@@ -71,29 +71,13 @@ def serve_app(
     os.dup2(fd, 2)
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 - the process's stderr
 
-    from slack_sdk import WebClient
+    from slack_ack import bench_app
 
-    from paytriage.app.compose import create_slack_app
-    from paytriage.config import Settings
     from paytriage.core.logs import setup_logging
     from paytriage.slack_app.run import start_http
-    from paytriage.store import Store
 
     setup_logging()
-    settings = Settings.model_validate(
-        {
-            "slack": {
-                "enabled": True,
-                "mode": "http",
-                "bot_token": "${T}",
-                "signing_secret": "${S}",
-                "base_url": slack_base,
-            }
-        },
-        context={"env": {"S": SECRET, "T": token}},
-    )
-    store = Store.open(f"sqlite:///{Path(log).parent / 'bench.db'}")
-    app = create_slack_app(settings, store, client=WebClient(token=token, base_url=slack_base))
+    app = bench_app(str(Path(log).parent / "bench.db"), slack_base, token)
     if unguarded:  # as run.py served it before: the body read whole, then the signature
         import logging
         from socketserver import ThreadingMixIn
@@ -162,11 +146,6 @@ class Sampler:
 
 
 # --- signed slash commands, ten a second ------------------------------------------------------
-
-
-def sign(body: bytes, ts: str) -> str:
-    mac = hmac.new(SECRET.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256)
-    return "v0=" + mac.hexdigest()
 
 
 def command(text: str, response_url: str) -> bytes:

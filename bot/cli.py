@@ -18,6 +18,7 @@ from paytriage import __version__
 from paytriage.config import ConfigError, Settings, load_settings
 from paytriage.core.redact import redact as _redact
 from paytriage.core.types import parse_duration
+from paytriage.domain.findings import slice_text
 
 T = TypeVar("T")
 
@@ -359,7 +360,7 @@ def detect(
         raise typer.Exit(EXIT_FAILED)
     typer.echo(f"As of {end:%Y-%m-%d %H:%M}Z: {len(result.active)} finding(s)")
     for f in sorted(result.active, key=lambda f: (-f.severity.rank, f.detector)):
-        where = ", ".join(f"{k}={v}" for k, v in f.dimensions.items()) or "platform"
+        where = slice_text(f.dimensions, "platform")
         onset = f" since {f.onset:%H:%M}Z" if f.onset else ""
         typer.echo(f"  [{f.severity.value}] {f.detector} {where}{onset}: {f.title}")
         for q in f.queries:
@@ -443,7 +444,7 @@ def backtest(
         f"{result.seconds:.1f} s"
     )
     for inc in result.incidents:
-        where = ", ".join(f"{k}={v}" for k, v in inc.dimensions.items()) or "platform"
+        where = slice_text(inc.dimensions, "platform")
         closed = f"{inc.resolved_at:%m-%d %H:%M}" if inc.resolved_at else "still open"
         typer.echo(
             f"  {inc.opened_at:%m-%d %H:%M} .. {closed}  [{inc.severity.value}] "
@@ -627,7 +628,7 @@ def incidents(
         typer.echo("no open incidents" if open_only else "no incidents")
         return
     for inc in rows:
-        where = ", ".join(f"{k}={v}" for k, v in inc.dimensions.items()) or "all payments"
+        where = slice_text(inc.dimensions)
         typer.echo(
             f"{inc.ref:<9} {inc.state.value:<12} {inc.severity.value:<8} "
             f"{inc.opened_at:%Y-%m-%d %H:%MZ}  {inc.detector} {where}: {inc.title}"

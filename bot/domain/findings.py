@@ -3,6 +3,7 @@ its Severity (PagerDuty's four, one vocabulary everywhere)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -20,6 +21,12 @@ class Severity(StrEnum):
     @property
     def rank(self) -> int:
         return ["info", "warning", "error", "critical"].index(self.value)
+
+
+def slice_text(dimensions: Mapping[str, str], everything: str = "all payments") -> str:
+    """A slice as people read it: ``country=GB, psp=stripe`` (sorted by label), or
+    ``everything`` for the whole platform."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(dimensions.items())) or everything
 
 
 @dataclass(frozen=True)

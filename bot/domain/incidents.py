@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from paytriage.core.types import iso
-from paytriage.domain.findings import Finding, Severity
+from paytriage.domain.findings import Finding, Severity, slice_text
 
 
 @dataclass(frozen=True)
@@ -289,7 +289,7 @@ class Grouper:
         del inc.active[key]
         # Not the finding's latest title: a recovering slice's last reading may call the
         # problem something else ("Issuer declines up" as a PSP outage ends).
-        where = ", ".join(f"{k}={v}" for k, v in finding.dimensions.items()) or "all payments"
+        where = slice_text(finding.dimensions)
         what = f"{finding.detector} cleared on {where}: back within its expected range"
         inc.timeline.append(TimelineEntry(at, TimelineKind.CLEARED, what))
         if not inc.active:

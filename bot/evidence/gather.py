@@ -352,9 +352,7 @@ class EvidenceGatherer:
                 base, when = None, ""
                 # the same window a week earlier (seasonal), else a day earlier (short history)
                 for offset in dict.fromkeys((self.config.baseline_offset, timedelta(days=1))):
-                    base_q = build_query(
-                        line.query, by=(), window=window, dims=dims, offset=offset
-                    )
+                    base_q = build_query(line.query, by=(), window=window, dims=dims, offset=offset)
                     base = _total(self.metrics.query(base_q, end))
                     if base is not None:
                         refs.append(QueryRef("prometheus", base_q, start - offset, end - offset))

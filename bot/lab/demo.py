@@ -31,6 +31,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
+from paytriage.domain.findings import slice_text
 from paytriage.lab.replay import M, Posted, RecordingPages, RecordingSlack, replay_period
 
 DEMO_SEED = 2026
@@ -210,7 +211,7 @@ def run_demo(
     for col in ("when (UTC)", "for", "what", "where", "real incident?"):
         table.add_column(col)
     for s in scenarios:
-        where = ", ".join(f"{k}={v}" for k, v in s.dims.items()) or "platform"
+        where = slice_text(s.dims, "platform")
         harmless = SCENARIO_KINDS[s.kind].harmless
         table.add_row(
             f"{s.start:%H:%M}",
@@ -289,7 +290,7 @@ def _epilogue(console: Console, r: DemoResult) -> None:
     for col in ("incident", "opened (UTC)", "resolved", "severity", "where", "title"):
         table.add_column(col)
     for inc in sorted(r.incidents, key=lambda i: i.opened_at):
-        where = ", ".join(f"{k}={v}" for k, v in inc.dimensions.items()) or "platform"
+        where = slice_text(inc.dimensions, "platform")
         table.add_row(
             inc.ref,
             f"{inc.opened_at:%H:%M}",

@@ -26,6 +26,7 @@ from typing import Any
 
 from paytriage.config import Settings
 from paytriage.core.types import iso
+from paytriage.domain.findings import slice_text
 from paytriage.domain.notifications import Change
 from paytriage.sources.base import LogSource, MetricsSource
 from paytriage.store import StoredIncident
@@ -177,7 +178,6 @@ class ReplayResult:
     postmortems: dict[str, Path]  # incident key -> its draft
     out: Path
     paged: dict[str, Paged] = field(default_factory=dict)
-    impact_ended: dict[str, datetime | None] = field(default_factory=dict)
 
     @property
     def store(self) -> Path:
@@ -202,7 +202,7 @@ class ReplayResult:
                     "runbook": paged.runbook,
                     "onset": t(inc.onset),
                     "opened_at": t(inc.opened_at),
-                    "impact_ended_at": t(inc.impact_ended_at or self.impact_ended.get(inc.id)),
+                    "impact_ended_at": t(inc.impact_ended_at),
                     "mitigated_at": t(inc.mitigated_at),
                     "resolved_at": t(inc.resolved_at),
                     "final_title": inc.title,
@@ -258,7 +258,6 @@ def replay_period(
         pages = RecordingPages(out)
         pager = pagerduty_worker(store, pages, "replay" * 6, clock=lambda: now["t"])  # type: ignore[arg-type]
         paged: dict[str, Paged] = {}
-        impact_ended: dict[str, datetime | None] = {}
         for s in replay_steps(metrics, runs, start, end, step):
             now["t"] = s.at
             report = pipeline.step(s.events, s.active, s.at, s.frames)
@@ -266,8 +265,6 @@ def replay_period(
                 opened = store.incident(key)
                 if opened is not None:
                     paged[key] = Paged(opened.title, opened.runbook)
-            for grouped in pipeline.grouper.incidents:  # kept: the grouping forgets old ones
-                impact_ended[grouped.id] = grouped.impact_ended_at
             sender.drain()
             pager.drain()
             if on_step is not None:
@@ -288,7 +285,7 @@ def replay_period(
             drafts[inc.id] = path
     finally:
         store.close()
-    result = ReplayResult(incidents, slack.posted, pages.events, drafts, out, paged, impact_ended)
+    result = ReplayResult(incidents, slack.posted, pages.events, drafts, out, paged)
     (out / "incidents.json").write_text(
         json.dumps(result.as_json(), indent=2) + "\n", encoding="utf-8"
     )
@@ -302,7 +299,7 @@ def summary_lines(result: ReplayResult) -> Sequence[str]:
         f"{len(result.pages)} PagerDuty event(s), {len(result.postmortems)} postmortem draft(s)"
     ]
     for inc in sorted(result.incidents, key=lambda i: i.opened_at):
-        where = ", ".join(f"{k}={v}" for k, v in inc.dimensions.items()) or "all payments"
+        where = slice_text(inc.dimensions)
         closed = f"{inc.resolved_at:%m-%d %H:%M}" if inc.resolved_at else "still open"
         lines.append(
             f"  {inc.ref:<7} {inc.opened_at:%m-%d %H:%M} .. {closed}  [{inc.severity.value}] "

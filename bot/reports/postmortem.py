@@ -45,7 +45,7 @@ from paytriage.domain.evidence import (
     PatternItem,
     TopValue,
 )
-from paytriage.domain.findings import QueryRef
+from paytriage.domain.findings import QueryRef, slice_text
 from paytriage.evidence.impact import (
     format_count,
     format_measure,
@@ -518,7 +518,7 @@ def _group(queries: Iterable[QueryRef]) -> Group:
 
 
 def where(dimensions: Mapping[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(dimensions.items())) or "all payments"
+    return slice_text(dimensions)
 
 
 def _count(value: object) -> str:

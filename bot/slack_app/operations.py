@@ -299,7 +299,7 @@ class Operations:
             return Outcome(False, "That incident was just declared; look at `status`.")
         stored = self.store.incident(inc.id)
         ref = f"`{safe(stored.ref if stored else inc.id, 20)}`"
-        where = dims_text(labels) if labels else "all payments"
+        where = dims_text(labels)
         return Outcome(
             True,
             f"You declared {ref}: {safe(title, 300)} ({safe(severity.value, 10)}, "

@@ -25,6 +25,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from paytriage.domain.findings import slice_text
 from paytriage.domain.lifecycle import Silence, State
 from paytriage.notify.slack.text import (
     SECTION_LIMIT,
@@ -101,7 +102,7 @@ def state_text(inc: StoredIncident, now: datetime, tz: tzinfo) -> str:
 
 
 def dims_text(dimensions: Mapping[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(dimensions.items())) or "all payments"
+    return slice_text(dimensions)
 
 
 def incident_line(inc: StoredIncident, now: datetime, tz: tzinfo) -> str:

@@ -39,7 +39,7 @@ from slack_sdk.models.blocks import (
 from paytriage.core.redact import redact
 from paytriage.core.types import iso
 from paytriage.domain.evidence import Evidence, RunbookGroup, RunbookQuery, RunbookSection
-from paytriage.domain.findings import Severity
+from paytriage.domain.findings import Severity, slice_text
 from paytriage.domain.lifecycle import State
 from paytriage.evidence.impact import format_measure, format_window
 from paytriage.notify.slack import ids
@@ -83,7 +83,7 @@ def cut(text: str, limit: int, note: str = CUT_NOTE) -> str:
 
 
 def where(dimensions: Mapping[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(dimensions.items())) or "all payments"
+    return slice_text(dimensions)
 
 
 def _ts(at: datetime) -> str:
